@@ -1,0 +1,77 @@
+/* checkpoint.h - the durable copy of the map, in LMDB.
+ *
+ * This is the only module that includes lmdb.h.  A kvd data directory holds
+ * an LMDB environment (data.mdb, lock.mdb) with two named databases: "meta",
+ * whose key "format" identifies the directory as kvd's, and "data", the keys
+ * and values themselves, sorted by key bytes.
+ *
+ * Threads: kv_ckpt_commit may run on any one thread at a time (the group
+ * commit worker).  Snapshots are read-only transactions opened with
+ * MDB_NOTLS, so one may be opened on the listener thread and read on a
+ * worker, as long as one thread at a time uses it.
+ */
+#ifndef KV_CHECKPOINT_H
+#define KV_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv/slice.h"
+
+typedef enum {
+  KV_SYNC_ALWAYS = 0, /* fsync before a commit returns */
+  KV_SYNC_NONE = 1    /* MDB_NOSYNC: survives a process crash, not power loss */
+} kv_sync_t;
+
+#define KV_CKPT_READONLY 0x1 /* open for reading only (kvdump) */
+
+typedef struct kv_ckpt kv_ckpt_t;
+
+/* Opens the data directory dir.  Without KV_CKPT_READONLY a missing dir is
+ * created, and an empty one is initialised; a directory that holds anything
+ * else and no kvd environment is refused with KV_ENOTKVD.  With it, the
+ * directory must already be a kvd directory, nothing is created, and the
+ * existing lock.mdb is used as is (never recreated, so its owner is kept).
+ * On failure a one-line reason is written to errbuf.  Returns 0, KV_ENOTKVD,
+ * KV_ECORRUPT, KV_EIO, KV_ENOMEM or KV_ESTORE. */
+int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags, kv_ckpt_t **out,
+                 char *errbuf, size_t errlen);
+
+void kv_ckpt_close(kv_ckpt_t *c);
+
+enum { KV_OP_PUT = 1, KV_OP_DEL = 2 };
+
+typedef struct {
+  int op; /* KV_OP_PUT or KV_OP_DEL */
+  kv_slice_t key;
+  kv_slice_t val; /* KV_OP_PUT only */
+} kv_ckpt_op_t;
+
+/* Applies ops in order in one write transaction and commits it (with fsync
+ * unless KV_SYNC_NONE).  Deleting a missing key is not an error.  On
+ * failure nothing of the batch is applied.  Returns 0, KV_ENOSPACE (disk or
+ * LMDB map full), KV_EIO or KV_ESTORE. */
+int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n);
+
+/* Number of keys and total key+value bytes, from a fresh read txn. */
+int kv_ckpt_stat(kv_ckpt_t *c, uint64_t *keys);
+
+typedef struct kv_ckpt_snap kv_ckpt_snap_t;
+
+/* Opens a consistent read-only snapshot, positioned before the first key
+ * that starts with prefix (plen may be 0).  Returns 0, KV_ENOMEM or
+ * KV_ESTORE (for example when no reader slot is free). */
+int kv_ckpt_snap_open(kv_ckpt_t *c, const char *prefix, size_t plen,
+                      kv_ckpt_snap_t **out);
+
+/* Returns the next record in key order through key and val, which stay
+ * valid until the snapshot is closed.  Returns 1 for a record, 0 at the end
+ * (or past the prefix), or a negative error. */
+int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_slice_t *key, kv_slice_t *val);
+
+/* Adapter with the kv_image_next_fn signature. */
+int kv_ckpt_snap_next_cb(void *snap, kv_slice_t *key, kv_slice_t *val);
+
+void kv_ckpt_snap_close(kv_ckpt_snap_t *s);
+
+#endif

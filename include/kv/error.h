@@ -1,0 +1,53 @@
+/* error.h - kvd's error codes.
+ *
+ * Functions return 0 on success and a negative KV_E* code on failure.  One
+ * table maps each code to a message and to the HTTP status a client sees, so
+ * every error reply goes through the same path.  LMDB and yajl codes are
+ * translated only inside the modules that own those libraries.
+ */
+#ifndef KV_ERROR_H
+#define KV_ERROR_H
+
+/* X(name, code, http_status, message) */
+#define KV_ERRORS(X)                                                          \
+  X(ENOMEM,     -1,  503, "out of memory")                                    \
+  X(EINVAL,     -2,  400, "invalid argument")                                 \
+  X(ENOTFOUND,  -3,  404, "key not found")                                    \
+  X(EKEY,       -4,  400, "invalid key: must be 1..511 bytes of UTF-8")       \
+  X(EKEYLEN,    -5,  414, "key too long: at most 511 bytes after decoding")   \
+  X(EENCODING,  -6,  400, "invalid percent-encoding")                         \
+  X(EUTF8,      -7,  400, "value is not valid UTF-8")                         \
+  X(ETOOBIG,    -8,  413, "value too large")                                  \
+  X(EHEADERS,   -9,  431, "request header section too large")                 \
+  X(EURI,       -10, 414, "request target too long")                          \
+  X(EMETHOD,    -11, 405, "method not allowed")                               \
+  X(EBADREQ,    -12, 400, "malformed request")                                \
+  X(ETIMEOUT,   -13, 408, "request timed out")                                \
+  X(ENOSPACE,   -14, 507, "insufficient storage")                             \
+  X(EIO,        -15, 500, "storage I/O error")                                \
+  X(EREADONLY,  -16, 503, "storage failed earlier: writes are disabled")      \
+  X(ENOTKVD,    -17, 500, "not a kvd data directory")                         \
+  X(ECORRUPT,   -18, 500, "data is corrupt")                                  \
+  X(ESTORE,     -19, 500, "storage error")                                    \
+  X(ENOTIMPL,   -20, 501, "method not implemented")                           \
+  X(ESHUTDOWN,  -21, 503, "server is shutting down")                          \
+  X(EFORM,      -22, 400, "form body has no 'value' field")                   \
+  X(EEXPECT,    -23, 417, "unsupported Expect header")                        \
+  X(EVERSION,   -24, 505, "HTTP version not supported")
+
+enum {
+#define KV__ERR_ENUM(name, code, status, msg) KV_##name = (code),
+  KV_ERRORS(KV__ERR_ENUM)
+#undef KV__ERR_ENUM
+};
+
+/* Returns the message for an error code; never NULL. */
+const char *kv_strerror(int err);
+
+/* Returns the HTTP status an error code maps to (500 for unknown codes). */
+int kv_err_status(int err);
+
+/* Returns the reason phrase for an HTTP status ("Not Found"). */
+const char *kv_status_reason(int status);
+
+#endif
