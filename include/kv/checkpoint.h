@@ -32,8 +32,9 @@ typedef struct kv_ckpt kv_ckpt_t;
  * else and no kvd environment is refused with KV_ENOTKVD.  With it, the
  * directory must already be a kvd directory, nothing is created, and the
  * existing lock.mdb is used as is (never recreated, so its owner is kept).
- * On failure a one-line reason is written to errbuf.  Returns 0, KV_ENOTKVD,
- * KV_ECORRUPT, KV_EIO, KV_ENOMEM or KV_ESTORE. */
+ * On failure a one-line reason, without dir, is written to errbuf.  Returns
+ * 0, KV_ENOTKVD, KV_ECORRUPT, KV_EIO, KV_ENOMEM, KV_ENOSPACE (the first
+ * commit of a new directory did not fit) or KV_ESTORE. */
 int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags, kv_ckpt_t **out,
                  char *errbuf, size_t errlen);
 
@@ -53,7 +54,8 @@ typedef struct {
  * LMDB map full), KV_EIO or KV_ESTORE. */
 int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n);
 
-/* Number of keys and total key+value bytes, from a fresh read txn. */
+/* Number of keys in "data", from a fresh read txn.  Returns 0, KV_EIO or
+ * KV_ESTORE. */
 int kv_ckpt_stat(kv_ckpt_t *c, uint64_t *keys);
 
 typedef struct kv_ckpt_snap kv_ckpt_snap_t;

@@ -33,7 +33,8 @@
   X(ESHUTDOWN,  -21, 503, "server is shutting down")                          \
   X(EFORM,      -22, 400, "form body has no 'value' field")                   \
   X(EEXPECT,    -23, 417, "unsupported Expect header")                        \
-  X(EVERSION,   -24, 505, "HTTP version not supported")
+  X(EVERSION,   -24, 505, "HTTP version not supported")                      \
+  X(ENOENDPOINT, -25, 404, "no such endpoint")
 
 enum {
 #define KV__ERR_ENUM(name, code, status, msg) KV_##name = (code),

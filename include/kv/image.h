@@ -58,7 +58,8 @@ void kv_image_unref(kv_image_t *img); /* accepts NULL */
 
 /* Checks that buf is one JSON object of string values with strictly
  * increasing keys (by bytes), as kv_image_encode writes it.  On failure
- * writes a one-line reason to err.  Returns 0 or KV_ECORRUPT. */
+ * writes a one-line reason to err.  Returns 0, KV_ECORRUPT, or KV_ENOMEM
+ * if the check itself ran out of memory. */
 int kv_image_validate(const char *buf, size_t len, char *err, size_t errlen);
 
 #endif

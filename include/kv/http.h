@@ -1,0 +1,160 @@
+/* http.h - HTTP/1.1 request assembly and response output.
+ *
+ * llhttp parses straight from the read buffer.  Its data callbacks may fire
+ * several times per element, so the pieces are appended here and acted on
+ * in the matching *_complete callback.  Limits are checked as bytes arrive,
+ * before anything more is buffered.
+ *
+ * Responses are queued in a kv_out_t: headers are formatted into an arena,
+ * small bodies are copied after them, and large bodies (a value, the image)
+ * are referenced in place and kept alive by a reference until written.  A
+ * whole queue goes out in one writev.
+ */
+#ifndef KV_HTTP_H
+#define KV_HTTP_H
+
+#include <llhttp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "kv/image.h"
+#include "kv/map.h"
+
+/* ---- response output ---------------------------------------------------- */
+
+typedef struct {
+  const char *ptr; /* NULL: the bytes are in the arena at off */
+  size_t off;
+  size_t len;
+} kv_out_seg_t;
+
+typedef struct {
+  int is_image;
+  void *p;
+} kv_out_ref_t;
+
+typedef struct {
+  char *arena;
+  size_t alen, acap;
+  kv_out_seg_t *segs;
+  size_t nseg, segcap;
+  kv_out_ref_t *refs;
+  size_t nref, refcap;
+  uv_buf_t *iov;
+  size_t iovcap;
+  size_t bytes; /* everything queued */
+} kv_out_t;
+
+/* Bodies up to this size are copied rather than referenced: one copy is
+ * cheaper than an extra iovec and a reference. */
+#define KV_OUT_COPY_MAX 1024
+
+int kv_out_append(kv_out_t *o, const void *data, size_t len);
+/* Queues len bytes at ptr, kept alive by a reference on rec. */
+int kv_out_append_rec(kv_out_t *o, kv_rec_t *rec, const char *ptr,
+                      size_t len);
+/* Queues the whole image, kept alive by a reference. */
+int kv_out_append_image(kv_out_t *o, kv_image_t *img);
+/* Fills o->iov and returns how many buffers there are. */
+size_t kv_out_iov(kv_out_t *o);
+/* Drops the queued bytes and their references. */
+void kv_out_reset(kv_out_t *o);
+void kv_out_free(kv_out_t *o);
+
+/* Response heads.  clen < 0 means no Content-Length (204); ctype may be
+ * NULL; allow is the Allow header's value or NULL; close adds
+ * "Connection: close".  date is the 29-byte IMF-fixdate. */
+#define KV_CT_TEXT "text/plain; charset=utf-8"
+#define KV_CT_JSON "application/json"
+int kv_http_head(kv_out_t *o, const char *date, int status, const char *ctype,
+                 int64_t clen, const char *allow, int close);
+
+/* A complete error response: status and message from the error table. */
+int kv_http_error(kv_out_t *o, const char *date, int err, const char *allow,
+                  int close, int head_only);
+
+/* Formats t as an IMF-fixdate into buf (at least 30 bytes). */
+void kv_http_date(char *buf, time_t t);
+
+/* ---- request assembly --------------------------------------------------- */
+
+enum { KV_HDR_OTHER = 0, KV_HDR_CTYPE, KV_HDR_EXPECT };
+
+enum {
+  KV_BODY_DISCARD = 0, /* read and drop (no body expected, or rejected) */
+  KV_BODY_REC,         /* straight into the new record's value */
+  KV_BODY_BUF          /* into buf, decoded at the end (forms) */
+};
+
+typedef struct {
+  size_t max_uri, max_head, max_value;
+  unsigned max_headers;
+} kv_http_limits_t;
+
+typedef struct kv_req {
+  uint8_t method; /* llhttp_method_t */
+  uint8_t http_major, http_minor;
+  uint8_t cur_hdr;
+  unsigned in_head : 1;   /* message begun, head not complete */
+  unsigned in_body : 1;   /* head complete, message not */
+  unsigned is_form : 1;
+  unsigned expect_continue : 1;
+  unsigned hname_long : 1;
+  int fatal; /* error that ends the connection after its response */
+  int err;   /* error answered at message end; the connection stays */
+  const char *allow; /* Allow header for a 405 */
+
+  char *url; /* the raw request target */
+  size_t url_len, url_cap;
+  size_t head_bytes;
+  unsigned nheaders;
+  char hname[16];
+  size_t hname_len;
+  char ctype[128];
+  size_t ctype_len;
+  char expect[32];
+  size_t expect_len;
+
+  int route;
+  char key[KV_KEY_MAX + 1];
+  size_t klen;
+
+  int body_mode;
+  size_t body_limit;
+  size_t body_len;
+  kv_rec_t *rec; /* KV_BODY_REC target, or the record a write answers with */
+  size_t rec_cap;
+  char *buf;
+  size_t buf_len, buf_cap;
+} kv_req_t;
+
+/* Clears a request for reuse, keeping its buffers. */
+void kv_req_reset(kv_req_t *r);
+void kv_req_free(kv_req_t *r);
+
+/* One connection's parser and the request it is assembling. */
+typedef struct kv_http {
+  llhttp_t parser;
+  kv_req_t req;
+  const kv_http_limits_t *limits;
+} kv_http_t;
+
+static inline kv_http_t *kv_http_of(llhttp_t *p) {
+  return (kv_http_t *)(void *)((char *)p - offsetof(kv_http_t, parser));
+}
+
+/* Installs the request-assembly callbacks into s.  on_begin, on_head and
+ * on_message are the connection's hooks for message begin, headers
+ * complete and message complete; they receive the parser of a kv_http_t. */
+void kv_http_settings(llhttp_settings_t *s, llhttp_cb on_begin,
+                      llhttp_cb on_head, llhttp_cb on_message);
+
+void kv_http_init(kv_http_t *h, const llhttp_settings_t *s,
+                  const kv_http_limits_t *limits);
+
+/* Appends body bytes to the request's target, enforcing its limit.
+ * Returns 0 or KV_ETOOBIG / KV_ENOMEM. */
+int kv_req_body(kv_req_t *r, const char *p, size_t len);
+
+#endif

@@ -1,0 +1,49 @@
+/* server.h - the listener: one libuv loop that owns the map.
+ *
+ * Nothing but this loop touches the map, so it needs no locks.  The loop
+ * accepts connections, drives them, runs the once-a-second sweep for
+ * timeouts and the Date header, and on SIGTERM or SIGINT shuts down in
+ * order: stop accepting, answer the writes in flight, write the final
+ * image, close the connections, exit 0.
+ */
+#ifndef KV_SERVER_H
+#define KV_SERVER_H
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include "kv/config.h"
+#include "kv/conn.h"
+#include "kv/http.h"
+#include "kv/store.h"
+
+#define KV_READ_BUF (64 * 1024)
+
+typedef struct kv_server {
+  uv_loop_t *loop;
+  kv_config_t cfg;
+  kv_http_limits_t limits;
+  llhttp_settings_t settings;
+  kv_store_t *store;
+  uv_tcp_t listener;
+  uv_signal_t sigterm, sigint;
+  uv_timer_t sweep;
+  uv_timer_t deadline; /* bounds the shutdown */
+  uv_check_t check;    /* finishes map rehashes between polls */
+  kv_conn_t *conns;
+  size_t nconns;
+  char date[32];
+  char *rbuf; /* shared read buffer */
+  int shutting_down; /* 1 while draining, 2 once done */
+  int store_drained;
+  int exit_code;
+} kv_server_t;
+
+/* kvd's whole life: parse the command line, open the store, serve until a
+ * signal, shut down.  Returns the process exit status. */
+int kv_server_main(int argc, char **argv);
+
+/* Called by a connection when it is freed. */
+void kv_server_conn_gone(kv_server_t *srv);
+
+#endif

@@ -1,0 +1,126 @@
+/* store.h - the listener's view of the data: map, checkpoint, image.
+ *
+ * The store lives on the listener thread.  Reads come from the in-memory
+ * map.  Writes go through the group commit (commit.c): writes that arrive
+ * while a commit is running wait in a pending batch; one LMDB transaction
+ * commits a whole batch on a worker thread; only after it is durable is the
+ * batch applied to the map and each write told its outcome.  A failed
+ * commit fails the whole batch and leaves the map as it was.  So the map
+ * only ever holds durable data, and every acknowledged write is on disk.
+ *
+ * The JSON image (imager.c) is rebuilt on a worker thread from an LMDB
+ * snapshot taken while the map and LMDB agree, only when a client asks for
+ * a fresher one than exists, or a while after writes stop.
+ */
+#ifndef KV_STORE_H
+#define KV_STORE_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "kv/checkpoint.h"
+#include "kv/image.h"
+#include "kv/map.h"
+#include "kv/slice.h"
+
+typedef struct kv_write kv_write_t;
+
+/* status is 0 or a negative error for the whole batch; existed says
+ * whether the key had a value just before this write was applied. */
+typedef void (*kv_write_cb)(kv_write_t *w, int status, int existed);
+
+struct kv_write {
+  kv_write_t *next;
+  int op;        /* KV_OP_PUT or KV_OP_DEL */
+  kv_rec_t *rec; /* PUT: the new record; the store takes this reference */
+  kv_slice_t key; /* DEL: the key; must stay valid until done runs */
+  kv_write_cb done;
+};
+
+typedef struct kv_image_wait kv_image_wait_t;
+
+/* status is 0 with a referenced image (the callee unrefs it), or an
+ * error with img NULL. */
+typedef void (*kv_image_cb)(kv_image_wait_t *w, int status, kv_image_t *img);
+
+struct kv_image_wait {
+  kv_image_wait_t *next;
+  uint64_t need_seq; /* the image must reflect at least this commit */
+  kv_image_cb done;
+};
+
+typedef struct kv_store {
+  uv_loop_t *loop;
+  char *dir;
+  kv_map_t *map;
+  kv_ckpt_t *ckpt;
+  uint64_t seq;   /* batches applied to the map */
+  int failed;     /* an fsync failed: writes are refused until restart */
+
+  /* group commit (commit.c) */
+  kv_write_t *pend_head, **pend_tail;
+  size_t pend_n;
+  kv_write_t *fly;            /* the batch being committed */
+  kv_ckpt_op_t *ops;
+  size_t ops_cap, ops_n;
+  int commit_rc;
+  int commit_pre;  /* error decided before the trip to the pool */
+  int committing;
+  uv_work_t commit_work;
+  uint64_t commits, committed_writes;
+
+  /* image (imager.c) */
+  kv_image_t *image;          /* newest generation, or NULL */
+  kv_image_wait_t *waiters;
+  kv_ckpt_snap_t *snap;       /* snapshot of the build in progress */
+  uint64_t snap_seq;
+  size_t snap_hint;
+  kv_image_t *built;
+  int build_rc;
+  int imaging;
+  uint64_t build_ms;          /* how long the last build took */
+  uv_work_t image_work;
+  uv_timer_t image_timer;     /* background refresh after writes */
+  int timer_armed;
+  int refresh;                /* a background build is due */
+  uint64_t failed_seq;        /* 1 + seq of a failed build, or 0 */
+
+  /* shutdown */
+  void (*drained)(struct kv_store *s); /* set by kv_store_drain */
+  int closing;
+} kv_store_t;
+
+/* Opens the data directory and loads every key into the map.  On failure
+ * writes a one-line reason to errbuf.  Returns 0 or an error. */
+int kv_store_open(uv_loop_t *loop, const char *dir, kv_sync_t sync,
+                  kv_store_t **out, char *errbuf, size_t errlen);
+
+/* Returns the record for key, borrowed, or NULL. */
+kv_rec_t *kv_store_get(kv_store_t *s, const char *key, size_t klen);
+
+/* Queues a write for the next group commit; w->done runs later, never
+ * from inside this call. */
+void kv_store_submit(kv_store_t *s, kv_write_t *w);
+
+/* Returns an image that reflects every write applied so far: at once
+ * through *img (referenced) if the newest one is fresh, returning 0; or
+ * later through w->done, returning 1. */
+int kv_store_image(kv_store_t *s, kv_image_wait_t *w, kv_image_t **img);
+
+/* Finishes the writes in flight and writes the final image, then calls
+ * done(s).  New writes submitted meanwhile still commit. */
+void kv_store_drain(kv_store_t *s, void (*done)(kv_store_t *s));
+
+/* Closes the store's handles; kv_store_free runs once the loop has closed
+ * them (after uv_run returns). */
+void kv_store_close(kv_store_t *s);
+void kv_store_free(kv_store_t *s);
+
+/* commit.c and imager.c hooks, internal to the store. */
+void kv__commit_start(kv_store_t *s);
+void kv__imager_changed(kv_store_t *s);
+void kv__imager_kick(kv_store_t *s);
+int kv__imager_idle(kv_store_t *s);
+void kv__store_maybe_drained(kv_store_t *s);
+
+#endif

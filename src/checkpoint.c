@@ -1,0 +1,430 @@
+/* checkpoint.c - the durable copy of the map, in LMDB.
+ *
+ * The only file that includes lmdb.h: LMDB's codes are translated to KV_E*
+ * codes here.  The environment is opened without MDB_WRITEMAP, so LMDB
+ * writes pages with pwrite and a full disk is an error code, never a SIGBUS
+ * on a store through the map.
+ */
+#include "kv/checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <lmdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include "kv/error.h"
+
+#define CKPT_FORMAT_KEY "format"
+#define CKPT_FORMAT "kvd-1"
+
+/* Address space only: data.mdb grows as pages are written. */
+#if SIZE_MAX > 0xffffffffu
+#define CKPT_MAPSIZE ((size_t)64 << 30)
+#else
+#define CKPT_MAPSIZE ((size_t)1 << 30)
+#endif
+
+struct kv_ckpt {
+  MDB_env *env;
+  MDB_dbi data;
+  int readonly;
+};
+
+struct kv_ckpt_snap {
+  MDB_txn *txn;
+  MDB_cursor *cur;
+  MDB_cursor_op op; /* the next cursor move: FIRST/SET_RANGE, then NEXT */
+  int done;
+  size_t plen;
+  char prefix[];
+};
+
+static void ckpt_err(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void ckpt_err(char *errbuf, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  if (errbuf == NULL || errlen == 0) return;
+  va_start(ap, fmt);
+  vsnprintf(errbuf, errlen, fmt, ap);
+  va_end(ap);
+}
+
+/* Translates an LMDB or errno code from a transaction.  A full map, disk or
+ * quota is KV_ENOSPACE and EIO is KV_EIO; the caller has nothing better to
+ * do with anything else than report a storage error. */
+static int ckpt_txn_err(int rc) {
+  switch (rc) {
+  case 0: return 0;
+  case MDB_MAP_FULL:
+  case ENOSPC:
+  case EDQUOT: return KV_ENOSPACE;
+  case EIO: return KV_EIO;
+  default: return KV_ESTORE;
+  }
+}
+
+/* Translates a code from opening the environment, where a file that is not
+ * LMDB's means "not ours" and a damaged one means corruption. */
+static int ckpt_open_err(int rc) {
+  switch (rc) {
+  case ENOMEM: return KV_ENOMEM;
+  case MDB_INVALID:
+  case MDB_VERSION_MISMATCH: return KV_ENOTKVD;
+  case MDB_CORRUPTED:
+  case MDB_PAGE_NOTFOUND: return KV_ECORRUPT;
+  default: return ckpt_txn_err(rc);
+  }
+}
+
+/* Returns 1 if dir holds no entry besides ".", "..", "lost+found" (the
+ * root of a freshly made file system) and "lock.mdb" (left alone when a
+ * first start died between creating the lock file and data.mdb), 0 if it
+ * holds something else, or -errno. */
+static int ckpt_dir_empty(const char *dir) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  int empty = 1;
+  if (d == NULL) return -errno;
+  errno = 0;
+  while ((e = readdir(d)) != NULL) {
+    const char *n = e->d_name;
+    if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0 ||
+        strcmp(n, "lost+found") == 0 || strcmp(n, "lock.mdb") == 0)
+      continue;
+    empty = 0;
+    break;
+  }
+  if (empty && errno != 0) empty = -errno;
+  closedir(d);
+  return empty;
+}
+
+/* Checks dir before LMDB touches it: creates it if missing (unless
+ * readonly), and refuses a directory that holds files but no data.mdb, so
+ * kvd never scatters its files into somebody else's directory.  Sets *nolock
+ * for a read-only open of a directory whose lock.mdb is gone, so that
+ * nothing gets created.  Returns 0 or an error with errbuf filled. */
+static int ckpt_prepare_dir(const char *dir, int readonly, int *nolock,
+                            char *errbuf, size_t errlen) {
+  struct stat st;
+  char path[4096];
+  int r;
+
+  *nolock = 0;
+  if (stat(dir, &st) != 0) {
+    if (errno != ENOENT || readonly) {
+      ckpt_err(errbuf, errlen, "cannot open: %s", strerror(errno));
+      return errno == EIO ? KV_EIO : KV_ESTORE;
+    }
+    if (mkdir(dir, 0700) != 0) {
+      ckpt_err(errbuf, errlen, "cannot create: %s", strerror(errno));
+      return errno == EIO ? KV_EIO : KV_ESTORE;
+    }
+    return 0;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    ckpt_err(errbuf, errlen, "cannot open: %s", strerror(ENOTDIR));
+    return KV_ESTORE;
+  }
+  if ((size_t)snprintf(path, sizeof path, "%s/data.mdb", dir) >= sizeof path) {
+    ckpt_err(errbuf, errlen, "cannot open: %s", strerror(ENAMETOOLONG));
+    return KV_ESTORE;
+  }
+  if (lstat(path, &st) != 0) {
+    if (errno != ENOENT) {
+      ckpt_err(errbuf, errlen, "cannot open data.mdb: %s", strerror(errno));
+      return errno == EIO ? KV_EIO : KV_ESTORE;
+    }
+    r = ckpt_dir_empty(dir);
+    if (r < 0) {
+      ckpt_err(errbuf, errlen, "cannot read: %s", strerror(-r));
+      return -r == EIO ? KV_EIO : KV_ESTORE;
+    }
+    if (r == 0) {
+      ckpt_err(errbuf, errlen,
+               "not a kvd data directory (it holds other files)");
+      return KV_ENOTKVD;
+    }
+    if (readonly) {
+      ckpt_err(errbuf, errlen, "not a kvd data directory (it is empty)");
+      return KV_ENOTKVD;
+    }
+    return 0;
+  }
+  if (readonly) {
+    snprintf(path, sizeof path, "%s/lock.mdb", dir);
+    if (lstat(path, &st) != 0 && errno == ENOENT) *nolock = 1;
+  }
+  return 0;
+}
+
+/* Grows the map to CKPT_MAPSIZE unless the environment already records a
+ * larger one (set by an earlier run), which is kept: shrinking it below the
+ * data would fail.  Must run with no transaction open. */
+static int ckpt_set_mapsize(MDB_env *env) {
+  MDB_envinfo info;
+  int rc = mdb_env_info(env, &info);
+  if (rc != 0) return rc;
+  if (info.me_mapsize >= CKPT_MAPSIZE) return 0;
+  return mdb_env_set_mapsize(env, CKPT_MAPSIZE);
+}
+
+/* Opens "meta" and "data" and checks the format marker.  An environment
+ * with nothing at all in it (a first start that died before its first
+ * commit) is initialised like a new one when writable: it cannot hold
+ * anybody's data.  Returns 0 or an error with errbuf filled. */
+static int ckpt_check_format(kv_ckpt_t *c, char *errbuf, size_t errlen) {
+  MDB_txn *txn = NULL;
+  MDB_dbi meta, main_dbi;
+  MDB_stat ms;
+  MDB_val k = {sizeof CKPT_FORMAT_KEY - 1, (void *)CKPT_FORMAT_KEY};
+  MDB_val v;
+  int rc, err;
+
+  rc = mdb_txn_begin(c->env, NULL, c->readonly ? MDB_RDONLY : 0, &txn);
+  if (rc != 0) goto lmdb_fail;
+  rc = mdb_dbi_open(txn, "meta", 0, &meta);
+  if (rc == MDB_NOTFOUND && !c->readonly) {
+    rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
+    if (rc == 0) rc = mdb_stat(txn, main_dbi, &ms);
+    if (rc != 0) goto lmdb_fail;
+    if (ms.ms_entries != 0) goto not_kvd;
+    v.mv_size = sizeof CKPT_FORMAT - 1;
+    v.mv_data = (void *)CKPT_FORMAT;
+    rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &meta);
+    if (rc == 0) rc = mdb_dbi_open(txn, "data", MDB_CREATE, &c->data);
+    if (rc == 0) rc = mdb_put(txn, meta, &k, &v, 0);
+    if (rc != 0) goto lmdb_fail;
+  } else {
+    if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) goto not_kvd;
+    if (rc != 0) goto lmdb_fail;
+    rc = mdb_get(txn, meta, &k, &v);
+    if (rc == MDB_NOTFOUND) goto not_kvd;
+    if (rc != 0) goto lmdb_fail;
+    if (v.mv_size != sizeof CKPT_FORMAT - 1 ||
+        memcmp(v.mv_data, CKPT_FORMAT, v.mv_size) != 0) {
+      if (v.mv_size > 4 && memcmp(v.mv_data, "kvd-", 4) == 0) {
+        ckpt_err(errbuf, errlen,
+                 "unsupported kvd format (this build reads %s)", CKPT_FORMAT);
+        err = KV_ENOTKVD;
+        goto fail;
+      }
+      goto not_kvd;
+    }
+    rc = mdb_dbi_open(txn, "data", 0, &c->data);
+    if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
+      ckpt_err(errbuf, errlen, "the kvd data database is missing");
+      err = KV_ECORRUPT;
+      goto fail;
+    }
+    if (rc != 0) goto lmdb_fail;
+  }
+  /* Committing (even a read-only txn) keeps the DBI handles for the env. */
+  rc = mdb_txn_commit(txn);
+  txn = NULL;
+  if (rc != 0) goto lmdb_fail;
+  return 0;
+
+not_kvd:
+  ckpt_err(errbuf, errlen, "not a kvd data directory (no kvd format marker)");
+  err = KV_ENOTKVD;
+  goto fail;
+lmdb_fail:
+  ckpt_err(errbuf, errlen, "cannot initialise: %s", mdb_strerror(rc));
+  err = ckpt_open_err(rc);
+fail:
+  if (txn != NULL) mdb_txn_abort(txn);
+  return err;
+}
+
+int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags, kv_ckpt_t **out,
+                 char *errbuf, size_t errlen) {
+  kv_ckpt_t *c = NULL;
+  unsigned int envflags = MDB_NOTLS | MDB_NORDAHEAD;
+  int readonly = (flags & KV_CKPT_READONLY) != 0;
+  int nolock, rc, err, dead;
+
+  *out = NULL;
+  ckpt_err(errbuf, errlen, "%s", "");
+  err = ckpt_prepare_dir(dir, readonly, &nolock, errbuf, errlen);
+  if (err != 0) return err;
+
+  c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    ckpt_err(errbuf, errlen, "%s", strerror(ENOMEM));
+    return KV_ENOMEM;
+  }
+  c->readonly = readonly;
+  if (sync == KV_SYNC_NONE) envflags |= MDB_NOSYNC;
+  if (readonly) envflags |= MDB_RDONLY;
+  /* A read-only open would create lock.mdb, owned by whoever runs kvdump,
+   * and the server could not open it later: go without locking.  Only
+   * safe because no server runs on a directory without its lock file. */
+  if (nolock) envflags |= MDB_NOLOCK;
+
+  rc = mdb_env_create(&c->env);
+  if (rc == 0) rc = mdb_env_set_maxdbs(c->env, 2);
+  if (rc != 0) goto lmdb_fail;
+  rc = mdb_env_open(c->env, dir, envflags, 0600);
+  if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH) {
+    ckpt_err(errbuf, errlen, "not a kvd data directory (data.mdb: %s)",
+             mdb_strerror(rc));
+    err = KV_ENOTKVD;
+    goto fail;
+  }
+  if (rc != 0) goto lmdb_fail;
+  /* Readers of a killed process keep pages from being reused until their
+   * slots are cleared; the write mutex itself is robust. */
+  if (!readonly && !nolock) {
+    rc = mdb_reader_check(c->env, &dead);
+    if (rc != 0) goto lmdb_fail;
+  }
+  rc = ckpt_set_mapsize(c->env);
+  if (rc != 0) goto lmdb_fail;
+  err = ckpt_check_format(c, errbuf, errlen);
+  if (err != 0) goto fail;
+  *out = c;
+  return 0;
+
+lmdb_fail:
+  ckpt_err(errbuf, errlen, "cannot open: %s", mdb_strerror(rc));
+  err = ckpt_open_err(rc);
+fail:
+  if (c->env != NULL) mdb_env_close(c->env);
+  free(c);
+  return err;
+}
+
+void kv_ckpt_close(kv_ckpt_t *c) {
+  if (c == NULL) return;
+  mdb_env_close(c->env);
+  free(c);
+}
+
+/* Translates a failed commit.  LMDB 0.9.24 turns a short pwrite into EIO,
+ * and a short write is how a disk that fills in the middle of a batch
+ * usually shows: so EIO on a file system with no space left is reported
+ * as KV_ENOSPACE (a heuristic: a real I/O error while the disk happens to
+ * be full is reported as full too). */
+static int ckpt_commit_err(kv_ckpt_t *c, int rc) {
+  struct statvfs st;
+  int fd;
+  if (rc == EIO && mdb_env_get_fd(c->env, &fd) == 0 &&
+      fstatvfs(fd, &st) == 0 && st.f_bavail == 0)
+    return KV_ENOSPACE;
+  return ckpt_txn_err(rc);
+}
+
+/* One write transaction for the whole batch: LMDB commits it atomically,
+ * so on any failure the abort leaves none of it applied. */
+int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n) {
+  MDB_txn *txn = NULL;
+  MDB_val k, v;
+  int rc;
+
+  if (n == 0) return 0;
+  rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+  if (rc != 0) return ckpt_txn_err(rc);
+  for (size_t i = 0; i < n; i++) {
+    k.mv_size = ops[i].key.len;
+    k.mv_data = (void *)ops[i].key.ptr;
+    if (ops[i].op == KV_OP_PUT) {
+      v.mv_size = ops[i].val.len;
+      v.mv_data = (void *)(ops[i].val.ptr ? ops[i].val.ptr : "");
+      rc = mdb_put(txn, c->data, &k, &v, 0);
+    } else if (ops[i].op == KV_OP_DEL) {
+      rc = mdb_del(txn, c->data, &k, NULL);
+      if (rc == MDB_NOTFOUND) rc = 0;
+    } else {
+      rc = EINVAL;
+    }
+    if (rc != 0) {
+      mdb_txn_abort(txn);
+      return ckpt_commit_err(c, rc);
+    }
+  }
+  rc = mdb_txn_commit(txn); /* frees txn whatever the outcome */
+  return ckpt_commit_err(c, rc);
+}
+
+int kv_ckpt_stat(kv_ckpt_t *c, uint64_t *keys) {
+  MDB_txn *txn;
+  MDB_stat ms;
+  int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+  if (rc != 0) return ckpt_txn_err(rc);
+  rc = mdb_stat(txn, c->data, &ms);
+  mdb_txn_abort(txn);
+  if (rc != 0) return ckpt_txn_err(rc);
+  *keys = ms.ms_entries;
+  return 0;
+}
+
+/* The first cursor move is deferred to the first kv_ckpt_snap_next, so
+ * opening costs one reader slot and nothing else.  A prefix longer than
+ * any key can be matches nothing. */
+int kv_ckpt_snap_open(kv_ckpt_t *c, const char *prefix, size_t plen,
+                      kv_ckpt_snap_t **out) {
+  kv_ckpt_snap_t *s;
+  int rc;
+
+  *out = NULL;
+  s = calloc(1, sizeof *s + plen + 1);
+  if (s == NULL) return KV_ENOMEM;
+  if (plen > 0) memcpy(s->prefix, prefix, plen);
+  s->plen = plen;
+  s->op = plen > 0 ? MDB_SET_RANGE : MDB_FIRST;
+  s->done = plen > (size_t)mdb_env_get_maxkeysize(c->env);
+  rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &s->txn);
+  if (rc != 0) goto fail;
+  rc = mdb_cursor_open(s->txn, c->data, &s->cur);
+  if (rc != 0) goto fail;
+  *out = s;
+  return 0;
+
+fail:
+  if (s->txn != NULL) mdb_txn_abort(s->txn);
+  free(s);
+  return rc == ENOMEM ? KV_ENOMEM : KV_ESTORE;
+}
+
+int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_slice_t *key, kv_slice_t *val) {
+  MDB_val k, v;
+  int rc;
+
+  if (s->done) return 0;
+  k.mv_size = s->plen;
+  k.mv_data = s->prefix;
+  rc = mdb_cursor_get(s->cur, &k, &v, s->op);
+  s->op = MDB_NEXT;
+  if (rc == MDB_NOTFOUND) {
+    s->done = 1;
+    return 0;
+  }
+  if (rc != 0) return rc == MDB_CORRUPTED ? KV_ECORRUPT : ckpt_txn_err(rc);
+  if (k.mv_size < s->plen || memcmp(k.mv_data, s->prefix, s->plen) != 0) {
+    s->done = 1;
+    return 0;
+  }
+  key->ptr = k.mv_data;
+  key->len = k.mv_size;
+  val->ptr = v.mv_data;
+  val->len = v.mv_size;
+  return 1;
+}
+
+int kv_ckpt_snap_next_cb(void *snap, kv_slice_t *key, kv_slice_t *val) {
+  return kv_ckpt_snap_next(snap, key, val);
+}
+
+void kv_ckpt_snap_close(kv_ckpt_snap_t *s) {
+  if (s == NULL) return;
+  mdb_cursor_close(s->cur);
+  mdb_txn_abort(s->txn);
+  free(s);
+}

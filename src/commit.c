@@ -1,0 +1,127 @@
+/* commit.c - group commit.
+ *
+ * One commit is in flight at a time.  Writes that arrive meanwhile wait in
+ * the pending batch, and the next commit takes all of them, so the fsync
+ * cost is shared by everything that queued behind it.  The LMDB transaction
+ * runs on libuv's thread pool; the listener keeps serving reads from the
+ * map, which still holds only durable data.  When the commit returns, the
+ * listener applies the batch to the map in order and only then answers.
+ */
+#include <stdlib.h>
+
+#include "kv/error.h"
+#include "kv/log.h"
+#include "kv/store.h"
+
+static void commit_work(uv_work_t *req) {
+  kv_store_t *s = req->data;
+  s->commit_rc = s->commit_pre ? s->commit_pre
+                               : kv_ckpt_commit(s->ckpt, s->ops, s->ops_n);
+}
+
+/* Applies a committed batch to the map and answers each write in order.
+ * The batch is detached first: a done callback may resume a connection
+ * whose next pipelined request submits a new write, which must land in the
+ * pending batch, not in the one being answered. */
+static void commit_done(uv_work_t *req, int uvstatus) {
+  kv_store_t *s = req->data;
+  kv_write_t *w = s->fly, *next;
+  int rc = uvstatus != 0 ? KV_ESTORE : s->commit_rc;
+
+  s->fly = NULL;
+  s->ops_n = 0;
+  if (rc == 0) {
+    s->seq++;
+    s->commits++;
+  } else if (rc == KV_EIO) {
+    /* After a failed fsync the kernel may have dropped the dirty pages,
+     * so a retry could report success for data that is not on disk (the
+     * PostgreSQL "fsyncgate" lesson).  Stop taking writes; the map still
+     * holds exactly the durable state, so reads go on. */
+    s->failed = 1;
+    kv_log_error("%s: commit failed (%s): writes are disabled until kvd is "
+                 "restarted; check the disk", s->dir, kv_strerror(rc));
+  } else if (rc != KV_EREADONLY) {
+    kv_log_warn("%s: commit failed: %s", s->dir, kv_strerror(rc));
+  }
+  for (; w; w = next) {
+    int existed = 0;
+    next = w->next;
+    w->next = NULL;
+    if (rc == 0) {
+      kv_rec_t *old;
+      if (w->op == KV_OP_PUT) {
+        kv_map_put(s->map, w->rec, &old);
+      } else {
+        old = kv_map_del(s->map, w->key.ptr, w->key.len);
+      }
+      existed = old != NULL;
+      kv_rec_unref(old);
+      s->committed_writes++;
+    } else if (w->op == KV_OP_PUT) {
+      kv_rec_unref(w->rec);
+    }
+    w->rec = NULL;
+    w->done(w, rc, existed);
+  }
+  /* The map and LMDB agree only here, between two commits: the imager
+   * takes its snapshot now, before the next commit can start. */
+  s->committing = 0;
+  if (rc == 0) kv__imager_changed(s);
+  kv__imager_kick(s);
+  if (s->pend_head) kv__commit_start(s);
+  kv__store_maybe_drained(s);
+}
+
+/* Moves the pending batch in flight and hands it to the thread pool.  A
+ * batch that cannot be committed (writes disabled, no memory for the op
+ * list) still takes the trip through the pool and fails there, so answers
+ * are never given from inside kv_store_submit and keep their order. */
+void kv__commit_start(kv_store_t *s) {
+  size_t i = 0;
+  kv_write_t *w;
+  int pre = s->failed ? KV_EREADONLY : 0;
+
+  if (s->committing || !s->pend_head) return;
+  if (!pre && s->ops_cap < s->pend_n) {
+    size_t cap = s->pend_n < 64 ? 64 : s->pend_n * 2;
+    kv_ckpt_op_t *ops = realloc(s->ops, cap * sizeof(*ops));
+    if (ops) {
+      s->ops = ops;
+      s->ops_cap = cap;
+    } else {
+      pre = KV_ENOMEM;
+    }
+  }
+  for (w = s->pend_head; w && !pre; w = w->next, i++) {
+    kv_ckpt_op_t *op = &s->ops[i];
+    op->op = w->op;
+    if (w->op == KV_OP_PUT) {
+      op->key.ptr = kv_rec_key(w->rec);
+      op->key.len = w->rec->klen;
+      op->val.ptr = kv_rec_value(w->rec);
+      op->val.len = w->rec->vlen;
+    } else {
+      op->key = w->key;
+      op->val.ptr = NULL;
+      op->val.len = 0;
+    }
+  }
+  s->ops_n = i;
+  s->commit_pre = pre;
+  s->fly = s->pend_head;
+  s->pend_head = NULL;
+  s->pend_tail = &s->pend_head;
+  s->pend_n = 0;
+  s->committing = 1;
+  s->commit_work.data = s;
+  uv_queue_work(s->loop, &s->commit_work, commit_work, commit_done);
+}
+
+void kv_store_submit(kv_store_t *s, kv_write_t *w) {
+  w->next = NULL;
+  *s->pend_tail = w;
+  s->pend_tail = &w->next;
+  s->pend_n++;
+  kv__commit_start(s);
+}

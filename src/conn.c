@@ -1,0 +1,399 @@
+/* conn.c - one client connection: reading, pausing, writing, timeouts and
+ * teardown. */
+#include "kv/conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv/error.h"
+#include "kv/log.h"
+#include "kv/router.h"
+#include "kv/server.h"
+
+/* Pipelined answers queued beyond this while a write is in flight pause
+ * parsing until the client reads them. */
+#define KV_OUT_HIGH (256 * 1024)
+/* How long a closing connection may keep sending before it is cut. */
+#define KV_LINGER_MS 2000
+
+static void conn_flush(kv_conn_t *c);
+static void finish_close(kv_conn_t *c);
+
+static kv_conn_t *conn_of(llhttp_t *p) {
+  return (kv_conn_t *)(void *)kv_http_of(p); /* http is the first member */
+}
+
+static uint64_t now_ms(const kv_conn_t *c) { return uv_now(c->srv->loop); }
+
+kv_out_t *kv_conn_out(kv_conn_t *c) { return &c->out[c->cur]; }
+
+const char *kv_conn_date(kv_conn_t *c) { return c->srv->date; }
+
+int kv_conn_last_answer(const kv_conn_t *c) {
+  return !c->keep || c->close_after || c->srv->shutting_down;
+}
+
+static void on_close(uv_handle_t *h) {
+  kv_conn_t *c = h->data;
+  kv_server_t *srv = c->srv;
+
+  if (c->prev) c->prev->next = c->next;
+  else srv->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  kv_out_free(&c->out[0]);
+  kv_out_free(&c->out[1]);
+  kv_req_free(&c->http.req);
+  free(c->pending);
+  free(c);
+  kv_server_conn_gone(srv);
+}
+
+void kv_conn_close(kv_conn_t *c) {
+  if (c->closing) return;
+  if (c->state == KV_CONN_WAIT) {
+    /* The store still holds c->write or c->iwait: wait for its answer. */
+    c->close_wanted = 1;
+    return;
+  }
+  c->closing = 1;
+  uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  kv_conn_t *c = h->data;
+  (void)hint;
+  /* One buffer serves every connection: libuv calls on_read right after
+   * each read, and everything is parsed (or copied aside) before then. */
+  *buf = uv_buf_init(c->srv->rbuf, KV_READ_BUF);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+static void read_start(kv_conn_t *c) {
+  if (c->reading || c->closing) return;
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+    c->reading = 1;
+}
+
+static void read_stop(kv_conn_t *c) {
+  if (!c->reading) return;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+}
+
+/* Queues a final error answer and closes after it.  The parser stays
+ * paused for good, so nothing after the bad request is ever parsed. */
+static void conn_fail(kv_conn_t *c, int err) {
+  kv_req_t *r = &c->http.req;
+  int head_only = r->method == HTTP_HEAD && !r->in_head;
+
+  c->close_after = 1;
+  c->paused = 1;
+  c->pending_len = 0;
+  read_stop(c);
+  if (kv_http_error(kv_conn_out(c), c->srv->date, err, NULL, 1, head_only))
+    kv_conn_close(c);
+}
+
+static int parse_error(kv_conn_t *c, llhttp_errno_t e) {
+  if (c->http.req.fatal) return c->http.req.fatal;
+  switch (e) {
+  case HPE_INVALID_METHOD: return KV_ENOTIMPL;
+  case HPE_INVALID_VERSION: return KV_EVERSION;
+  default: return KV_EBADREQ;
+  }
+}
+
+/* Parses len bytes at data.  When a request pauses the parser, the bytes
+ * after it are kept in c->pending; from_pending says data already points
+ * there (a resumed connection parsing what it had kept). */
+static void conn_feed(kv_conn_t *c, const char *data, size_t len,
+                      int from_pending) {
+  llhttp_errno_t e = llhttp_execute(&c->http.parser, data, len);
+  const char *pos;
+  size_t rest;
+
+  if (e == HPE_OK) return;
+  if (e != HPE_PAUSED) {
+    if (!c->close_after) conn_fail(c, parse_error(c, e));
+    return;
+  }
+  read_stop(c);
+  pos = llhttp_get_error_pos(&c->http.parser);
+  rest = pos ? (size_t)(data + len - pos) : 0;
+  c->pending_len = 0;
+  if (c->close_after || rest == 0) return;
+  if (from_pending) {
+    memmove(c->pending, pos, rest);
+  } else {
+    if (rest > c->pending_cap) {
+      free(c->pending);
+      c->pending_cap = 0;
+      if (!(c->pending = malloc(rest))) {
+        kv_conn_close(c);
+        return;
+      }
+      c->pending_cap = rest;
+    }
+    memcpy(c->pending, pos, rest);
+  }
+  c->pending_len = rest;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  kv_conn_t *c = s->data;
+
+  if (n == 0) return;
+  if (n < 0) {
+    c->eof = 1;
+    if (n != UV_EOF || c->state == KV_CONN_LINGER) {
+      kv_conn_close(c);
+      return;
+    }
+    read_stop(c);
+    if (c->state == KV_CONN_WAIT || c->paused) return; /* on resume */
+    if (c->state == KV_CONN_IDLE && (c->writing || c->out[c->cur].bytes)) {
+      c->close_after = 1; /* answer what was asked, then close */
+      conn_flush(c);
+      return;
+    }
+    kv_conn_close(c);
+    return;
+  }
+  if (c->close_after || c->state == KV_CONN_LINGER) return; /* discard */
+  conn_feed(c, buf->base, (size_t)n, 0);
+  conn_flush(c);
+}
+
+static void on_write(uv_write_t *req, int status) {
+  kv_conn_t *c = req->data;
+
+  kv_out_reset(&c->out[c->cur ^ 1]);
+  c->writing = 0;
+  if (status < 0 || c->closing) {
+    kv_conn_close(c);
+    return;
+  }
+  if (c->out[c->cur].bytes) {
+    conn_flush(c);
+    return;
+  }
+  if (c->close_after) {
+    finish_close(c);
+    return;
+  }
+  /* Parsing paused for the client to read its answers: go on. */
+  if (c->paused && c->state != KV_CONN_WAIT) kv_conn_resume(c);
+}
+
+/* Writes everything queued in one writev.  While that write is in
+ * flight, new answers queue in the other buffer. */
+static void conn_flush(kv_conn_t *c) {
+  kv_out_t *o = &c->out[c->cur];
+  size_t n;
+
+  if (c->writing || c->closing) return;
+  if (o->bytes == 0) {
+    if (c->close_after && c->state != KV_CONN_WAIT) finish_close(c);
+    return;
+  }
+  n = kv_out_iov(o);
+  if (n == 0) {
+    kv_conn_close(c);
+    return;
+  }
+  c->cur ^= 1;
+  c->writing = 1;
+  c->write_since = now_ms(c);
+  c->wreq.data = c;
+  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, o->iov, (unsigned)n,
+               on_write) != 0) {
+    c->writing = 0;
+    kv_conn_close(c);
+  }
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  kv_conn_t *c = req->data;
+  if (status < 0 || c->eof) kv_conn_close(c);
+}
+
+/* Closes after the last answer is written.  The write side is shut down
+ * first and what the client still sends is read and dropped for a moment:
+ * closing with unread data would send a reset that can destroy the answer
+ * before the client reads it. */
+static void finish_close(kv_conn_t *c) {
+  if (c->state == KV_CONN_LINGER || c->closing) return;
+  if (c->close_wanted || c->eof) {
+    kv_conn_close(c);
+    return;
+  }
+  c->state = KV_CONN_LINGER;
+  c->deadline = now_ms(c) + KV_LINGER_MS;
+  c->sreq.data = c;
+  if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    kv_conn_close(c);
+    return;
+  }
+  read_start(c);
+}
+
+void kv_conn_resume(kv_conn_t *c) {
+  c->state = KV_CONN_IDLE;
+  c->deadline = now_ms(c) + c->srv->cfg.idle_timeout_ms;
+  if (c->close_wanted) {
+    kv_conn_close(c);
+    return;
+  }
+  if (kv_conn_last_answer(c) || c->close_after) {
+    c->close_after = 1;
+    conn_flush(c);
+    return;
+  }
+  c->paused = 0;
+  llhttp_resume(&c->http.parser);
+  if (c->pending_len) {
+    size_t len = c->pending_len;
+    c->pending_len = 0;
+    conn_feed(c, c->pending, len, 1);
+  }
+  if (!c->paused && !c->close_after) {
+    if (c->eof) {
+      if (c->state == KV_CONN_IDLE) c->close_after = 1;
+      else kv_conn_close(c);
+    } else {
+      read_start(c);
+    }
+  }
+  conn_flush(c);
+}
+
+/* ---- llhttp hooks ------------------------------------------------------- */
+
+static int hook_begin(llhttp_t *p) {
+  kv_conn_t *c = conn_of(p);
+  c->state = KV_CONN_HEAD;
+  c->deadline = now_ms(c) + c->srv->cfg.header_timeout_ms;
+  return 0;
+}
+
+static int hook_head(llhttp_t *p) {
+  kv_conn_t *c = conn_of(p);
+  kv_req_t *r = &c->http.req;
+
+  c->state = KV_CONN_BODY;
+  c->deadline = now_ms(c) + c->srv->cfg.body_timeout_ms;
+  if (kv_route_head(c) != 0) return -1;
+  if (r->expect_continue) {
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (kv_out_append(kv_conn_out(c), cont, sizeof(cont) - 1) != 0) {
+      r->fatal = KV_ENOMEM;
+      return -1;
+    }
+    conn_flush(c);
+  }
+  return 0;
+}
+
+static int hook_message(llhttp_t *p) {
+  kv_conn_t *c = conn_of(p);
+
+  c->keep = llhttp_should_keep_alive(p) != 0;
+  if (kv_route_message(c) == 1) {
+    c->state = KV_CONN_WAIT;
+    c->paused = 1;
+    return HPE_PAUSED;
+  }
+  c->state = KV_CONN_IDLE;
+  c->deadline = now_ms(c) + c->srv->cfg.idle_timeout_ms;
+  if (kv_conn_last_answer(c)) {
+    c->close_after = 1;
+    c->paused = 1;
+    return HPE_PAUSED;
+  }
+  if (c->writing && c->out[c->cur].bytes > KV_OUT_HIGH) {
+    c->paused = 1;
+    return HPE_PAUSED;
+  }
+  return 0;
+}
+
+void kv_conn_settings(llhttp_settings_t *s) {
+  kv_http_settings(s, hook_begin, hook_head, hook_message);
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+int kv_conn_accept(kv_server_t *srv, uv_stream_t *listener) {
+  kv_conn_t *c = calloc(1, sizeof(*c));
+  int rc;
+
+  if (!c) return KV_ENOMEM;
+  c->srv = srv;
+  uv_tcp_init(srv->loop, &c->tcp);
+  c->tcp.data = c;
+  kv_http_init(&c->http, &srv->settings, &srv->limits);
+  c->next = srv->conns;
+  if (srv->conns) srv->conns->prev = c;
+  srv->conns = c;
+  srv->nconns++;
+  rc = uv_accept(listener, (uv_stream_t *)&c->tcp);
+  if (rc != 0) {
+    kv_conn_close(c);
+    return rc;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  c->state = KV_CONN_IDLE;
+  /* A new connection gets the head timeout: a client that connects and
+   * says nothing is holding a slot, not idling between requests. */
+  c->deadline = now_ms(c) + srv->cfg.header_timeout_ms;
+  read_start(c);
+  return 0;
+}
+
+void kv_conn_sweep(kv_conn_t *c, uint64_t now) {
+  if (c->closing) return;
+  if (c->writing && now - c->write_since > c->srv->cfg.idle_timeout_ms) {
+    kv_conn_close(c); /* the client stopped reading */
+    return;
+  }
+  if (now < c->deadline) return;
+  switch (c->state) {
+  case KV_CONN_IDLE:
+    if (!c->writing && !c->paused) kv_conn_close(c);
+    break;
+  case KV_CONN_HEAD:
+  case KV_CONN_BODY:
+    if (!c->close_after) {
+      conn_fail(c, KV_ETIMEOUT);
+      conn_flush(c);
+    }
+    break;
+  case KV_CONN_LINGER:
+    kv_conn_close(c);
+    break;
+  default:
+    break;
+  }
+}
+
+void kv_conn_drain(kv_conn_t *c) {
+  if (c->closing) return;
+  switch (c->state) {
+  case KV_CONN_WAIT:
+    c->close_after = 1; /* answered by the store, then closed */
+    break;
+  case KV_CONN_IDLE:
+    if (c->writing || c->out[c->cur].bytes) {
+      c->close_after = 1;
+      read_stop(c);
+    } else {
+      kv_conn_close(c);
+    }
+    break;
+  case KV_CONN_LINGER:
+    break;
+  default:
+    kv_conn_close(c);
+  }
+}

@@ -1,0 +1,212 @@
+/* dump.c - kvdump: prints a kvd data directory as JSON, offline.
+ *
+ * Modelled on LMDB's mdb_dump.  By default it reads a read-only LMDB
+ * snapshot and encodes it exactly as the server encodes its image, so the
+ * output is byte-identical to image.json for the same data.  --image
+ * instead checks and prints the server's last image file as it is.
+ */
+#include "kv/dump.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kv/checkpoint.h"
+#include "kv/error.h"
+#include "kv/image.h"
+
+#ifndef KV_VERSION
+#define KV_VERSION "dev"
+#endif
+
+typedef struct {
+  int fd;
+  int err; /* errno of the write that failed */
+} dump_out_t;
+
+static void dump_usage(FILE *f) {
+  fputs("usage: kvdump [--prefix P] [--ndjson] DIR\n"
+        "       kvdump --image DIR\n"
+        "       kvdump --help | --version\n"
+        "\n"
+        "Prints the keys and values in the kvd data directory DIR as one\n"
+        "JSON object, read from a consistent snapshot.  The output is\n"
+        "byte-identical to the server's image of the same data.\n"
+        "\n"
+        "  -p, --prefix P  only the keys that start with P\n"
+        "  -n, --ndjson    one {\"key\":...,\"value\":...} object a line\n"
+        "  -i, --image     check DIR/image.json, the server's last image,\n"
+        "                  and print it as it is if it is valid; it cannot\n"
+        "                  be combined with --prefix or --ndjson\n"
+        "  -h, --help      print this help and exit\n"
+        "  -V, --version   print the version and exit\n"
+        "\n"
+        "Exit status: 0 on success, 1 on an error, 2 on bad arguments.\n",
+        f);
+}
+
+/* Writes all of buf, retrying short writes and EINTR.  Returns 0 or the
+ * errno (EPIPE when the reader went away and SIGPIPE is ignored). */
+static int dump_write_all(int fd, const char *buf, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, buf, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    buf += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* kv_image_write_fn for stdout.  kv_image_encode hands over 64 KiB chunks,
+ * so no further buffering is needed. */
+static int dump_write(void *ctx, const char *buf, size_t len) {
+  dump_out_t *o = ctx;
+  o->err = dump_write_all(o->fd, buf, len);
+  return o->err ? KV_EIO : 0;
+}
+
+/* Dumps the records under prefix from a read-only snapshot of dir.
+ * Returns the exit status. */
+static int dump_store(const char *dir, const char *prefix, int format) {
+  kv_ckpt_t *c = NULL;
+  kv_ckpt_snap_t *s = NULL;
+  dump_out_t o = {STDOUT_FILENO, 0};
+  char errbuf[256];
+  int err, ret = 1;
+
+  err = kv_ckpt_open(dir, KV_SYNC_ALWAYS, KV_CKPT_READONLY, &c, errbuf,
+                     sizeof errbuf);
+  if (err) {
+    fprintf(stderr, "kvdump: %s: %s\n", dir,
+            errbuf[0] ? errbuf : kv_strerror(err));
+    goto out;
+  }
+  err = kv_ckpt_snap_open(c, prefix, strlen(prefix), &s);
+  if (err) {
+    fprintf(stderr, "kvdump: %s: cannot open a snapshot: %s\n", dir,
+            kv_strerror(err));
+    goto out;
+  }
+  err = kv_image_encode(format, kv_ckpt_snap_next_cb, s, dump_write, &o);
+  if (o.err) {
+    fprintf(stderr, "kvdump: write error: %s\n", strerror(o.err));
+    goto out;
+  }
+  if (err == KV_EUTF8) {
+    fprintf(stderr, "kvdump: %s: a stored key or value is not valid "
+            "UTF-8\n", dir);
+    goto out;
+  }
+  if (err) {
+    fprintf(stderr, "kvdump: %s: cannot read: %s\n", dir, kv_strerror(err));
+    goto out;
+  }
+  ret = 0;
+out:
+  kv_ckpt_snap_close(s);
+  kv_ckpt_close(c);
+  return ret;
+}
+
+/* Validates DIR/image.json and copies it to stdout.  The server never
+ * changes an image file in place (it renames a new one over it), so the
+ * mapping cannot be truncated under us.  Returns the exit status. */
+static int dump_image(const char *dir) {
+  char path[4096], why[256];
+  struct stat st;
+  const char *data = NULL;
+  size_t len = 0;
+  int fd = -1, ret = 1, e, n;
+
+  n = snprintf(path, sizeof path, "%s/%s", dir, KV_IMAGE_FILE);
+  if (n < 0 || (size_t)n >= sizeof path) {
+    fprintf(stderr, "kvdump: %s: %s\n", dir, strerror(ENAMETOOLONG));
+    goto out;
+  }
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    fprintf(stderr, "kvdump: %s: cannot open: %s%s\n", path,
+            strerror(errno),
+            errno == ENOENT ? " (the server has not written an image)" : "");
+    goto out;
+  }
+  if (fstat(fd, &st) != 0) {
+    fprintf(stderr, "kvdump: %s: %s\n", path, strerror(errno));
+    goto out;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    fprintf(stderr, "kvdump: %s: not a regular file\n", path);
+    goto out;
+  }
+  len = (size_t)st.st_size;
+  if (len > 0) {
+    data = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (data == MAP_FAILED) {
+      data = NULL;
+      fprintf(stderr, "kvdump: %s: cannot map: %s\n", path, strerror(errno));
+      goto out;
+    }
+  }
+  if (kv_image_validate(data, len, why, sizeof why) != 0) {
+    fprintf(stderr, "kvdump: %s: %s\n", path, why);
+    goto out;
+  }
+  e = dump_write_all(STDOUT_FILENO, data, len);
+  if (e) {
+    fprintf(stderr, "kvdump: write error: %s\n", strerror(e));
+    goto out;
+  }
+  ret = 0;
+out:
+  if (data != NULL) munmap((void *)data, len);
+  if (fd >= 0) close(fd);
+  return ret;
+}
+
+int kv_dump_main(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"image", no_argument, NULL, 'i'},
+      {"prefix", required_argument, NULL, 'p'},
+      {"ndjson", no_argument, NULL, 'n'},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
+      {NULL, 0, NULL, 0},
+  };
+  const char *prefix = NULL;
+  int image = 0, format = KV_IMAGE_OBJECT, opt;
+
+  optind = 0; /* glibc: full re-initialisation, so tests may call twice */
+  while ((opt = getopt_long(argc, argv, "ip:nhV", opts, NULL)) != -1) {
+    switch (opt) {
+    case 'i': image = 1; break;
+    case 'p': prefix = optarg; break;
+    case 'n': format = KV_IMAGE_NDJSON; break;
+    case 'h': dump_usage(stdout); return 0;
+    case 'V': printf("kvdump %s\n", KV_VERSION); return 0;
+    default: dump_usage(stderr); return 2;
+    }
+  }
+  if (optind != argc - 1) {
+    fprintf(stderr, "kvdump: %s\n",
+            optind == argc ? "missing DIR" : "more than one DIR");
+    dump_usage(stderr);
+    return 2;
+  }
+  if (image && (prefix != NULL || format != KV_IMAGE_OBJECT)) {
+    fprintf(stderr, "kvdump: --image cannot be combined with --prefix "
+            "or --ndjson\n");
+    dump_usage(stderr);
+    return 2;
+  }
+  if (image) return dump_image(argv[optind]);
+  return dump_store(argv[optind], prefix ? prefix : "", format);
+}

@@ -1,0 +1,368 @@
+/* http.c - request assembly on llhttp, and response output. */
+#include "kv/http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "kv/error.h"
+
+/* ---- response output ---------------------------------------------------- */
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem, size_t min) {
+  size_t ncap;
+  void *np;
+
+  if (need <= *cap) return 0;
+  ncap = *cap ? *cap : min;
+  while (ncap < need) ncap *= 2;
+  np = realloc(*p, ncap * elem);
+  if (!np) return KV_ENOMEM;
+  *p = np;
+  *cap = ncap;
+  return 0;
+}
+
+int kv_out_append(kv_out_t *o, const void *data, size_t len) {
+  kv_out_seg_t *last;
+
+  if (len == 0) return 0;
+  if (grow((void **)&o->arena, &o->acap, o->alen + len, 1, 1024) != 0)
+    return KV_ENOMEM;
+  last = o->nseg ? &o->segs[o->nseg - 1] : NULL;
+  if (last && !last->ptr && last->off + last->len == o->alen) {
+    last->len += len;
+  } else {
+    if (grow((void **)&o->segs, &o->segcap, o->nseg + 1, sizeof(*o->segs),
+             8) != 0)
+      return KV_ENOMEM;
+    o->segs[o->nseg++] = (kv_out_seg_t){NULL, o->alen, len};
+  }
+  memcpy(o->arena + o->alen, data, len);
+  o->alen += len;
+  o->bytes += len;
+  return 0;
+}
+
+static int out_append_ref(kv_out_t *o, int is_image, void *p,
+                          const char *ptr, size_t len) {
+  if (grow((void **)&o->segs, &o->segcap, o->nseg + 1, sizeof(*o->segs),
+           8) != 0 ||
+      grow((void **)&o->refs, &o->refcap, o->nref + 1, sizeof(*o->refs),
+           4) != 0)
+    return KV_ENOMEM;
+  o->segs[o->nseg++] = (kv_out_seg_t){ptr, 0, len};
+  o->refs[o->nref++] = (kv_out_ref_t){is_image, p};
+  o->bytes += len;
+  return 0;
+}
+
+int kv_out_append_rec(kv_out_t *o, kv_rec_t *rec, const char *ptr,
+                      size_t len) {
+  int rc;
+
+  if (len <= KV_OUT_COPY_MAX) return kv_out_append(o, ptr, len);
+  rc = out_append_ref(o, 0, rec, ptr, len);
+  if (rc == 0) kv_rec_ref(rec);
+  return rc;
+}
+
+int kv_out_append_image(kv_out_t *o, kv_image_t *img) {
+  int rc = out_append_ref(o, 1, img, kv_image_data(img), kv_image_len(img));
+  if (rc == 0) kv_image_ref(img);
+  return rc;
+}
+
+size_t kv_out_iov(kv_out_t *o) {
+  if (grow((void **)&o->iov, &o->iovcap, o->nseg, sizeof(*o->iov), 8) != 0)
+    return 0;
+  for (size_t i = 0; i < o->nseg; i++) {
+    const kv_out_seg_t *sg = &o->segs[i];
+    char *base = sg->ptr ? (char *)sg->ptr : o->arena + sg->off;
+    o->iov[i] = uv_buf_init(base, (unsigned)sg->len);
+  }
+  return o->nseg;
+}
+
+void kv_out_reset(kv_out_t *o) {
+  for (size_t i = 0; i < o->nref; i++) {
+    if (o->refs[i].is_image)
+      kv_image_unref(o->refs[i].p);
+    else
+      kv_rec_unref(o->refs[i].p);
+  }
+  o->nref = 0;
+  o->nseg = 0;
+  o->alen = 0;
+  o->bytes = 0;
+  /* Let one huge pipeline's arena go rather than keep it per connection. */
+  if (o->acap > 65536) {
+    free(o->arena);
+    o->arena = NULL;
+    o->acap = 0;
+  }
+}
+
+void kv_out_free(kv_out_t *o) {
+  kv_out_reset(o);
+  free(o->arena);
+  free(o->segs);
+  free(o->refs);
+  free(o->iov);
+  memset(o, 0, sizeof(*o));
+}
+
+void kv_http_date(char *buf, time_t t) {
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(buf, 30, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+static char *put(char *p, const char *s) {
+  size_t n = strlen(s);
+  memcpy(p, s, n);
+  return p + n;
+}
+
+int kv_http_head(kv_out_t *o, const char *date, int status, const char *ctype,
+                 int64_t clen, const char *allow, int close) {
+  char buf[512], *p = buf;
+
+  p += snprintf(p, 64, "HTTP/1.1 %d %s\r\nDate: ", status,
+                kv_status_reason(status));
+  p = put(p, date);
+  p = put(p, "\r\n");
+  if (ctype) {
+    p = put(p, "Content-Type: ");
+    p = put(p, ctype);
+    p = put(p, "\r\n");
+  }
+  if (clen >= 0) p += snprintf(p, 48, "Content-Length: %lld\r\n",
+                               (long long)clen);
+  if (allow) {
+    p = put(p, "Allow: ");
+    p = put(p, allow);
+    p = put(p, "\r\n");
+  }
+  if (close) p = put(p, "Connection: close\r\n");
+  p = put(p, "\r\n");
+  return kv_out_append(o, buf, (size_t)(p - buf));
+}
+
+int kv_http_error(kv_out_t *o, const char *date, int err, const char *allow,
+                  int close, int head_only) {
+  const char *msg = kv_strerror(err);
+  size_t n = strlen(msg);
+  int rc = kv_http_head(o, date, kv_err_status(err), KV_CT_TEXT,
+                        (int64_t)n + 1, allow, close);
+  if (rc == 0 && !head_only) rc = kv_out_append(o, msg, n);
+  if (rc == 0 && !head_only) rc = kv_out_append(o, "\n", 1);
+  return rc;
+}
+
+/* ---- request assembly --------------------------------------------------- */
+
+void kv_req_reset(kv_req_t *r) {
+  char *url = r->url, *buf = r->buf;
+  size_t url_cap = r->url_cap, buf_cap = r->buf_cap;
+
+  kv_rec_unref(r->rec);
+  /* Keep small buffers for the next request; drop big ones. */
+  if (buf_cap > 65536) {
+    free(buf);
+    buf = NULL;
+    buf_cap = 0;
+  }
+  memset(r, 0, offsetof(kv_req_t, key));
+  r->url = url;
+  r->url_cap = url_cap;
+  r->klen = 0;
+  r->body_mode = KV_BODY_DISCARD;
+  r->body_limit = 0;
+  r->body_len = 0;
+  r->rec = NULL;
+  r->rec_cap = 0;
+  r->buf = buf;
+  r->buf_cap = buf_cap;
+  r->buf_len = 0;
+}
+
+void kv_req_free(kv_req_t *r) {
+  kv_rec_unref(r->rec);
+  r->rec = NULL;
+  free(r->url);
+  free(r->buf);
+  r->url = r->buf = NULL;
+  r->url_cap = r->buf_cap = 0;
+}
+
+static int too_big_head(kv_http_t *h) {
+  if (h->req.head_bytes <= h->limits->max_head) return 0;
+  h->req.fatal = KV_EHEADERS;
+  return 1;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len) {
+  kv_http_t *h = kv_http_of(p);
+  kv_req_t *r = &h->req;
+
+  if (r->url_len + len > h->limits->max_uri) {
+    r->fatal = KV_EURI;
+    return HPE_USER;
+  }
+  if (grow((void **)&r->url, &r->url_cap, r->url_len + len + 1, 1, 256)) {
+    r->fatal = KV_ENOMEM;
+    return HPE_USER;
+  }
+  memcpy(r->url + r->url_len, at, len);
+  r->url_len += len;
+  r->url[r->url_len] = '\0';
+  r->head_bytes += len;
+  return too_big_head(h) ? HPE_USER : 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  kv_http_t *h = kv_http_of(p);
+  kv_req_t *r = &h->req;
+
+  if (r->hname_len + len < sizeof(r->hname)) {
+    memcpy(r->hname + r->hname_len, at, len);
+    r->hname_len += len;
+  } else {
+    r->hname_long = 1;
+  }
+  r->head_bytes += len;
+  return too_big_head(h) ? HPE_USER : 0;
+}
+
+/* Only the headers kvd acts on are kept; llhttp itself tracks framing
+ * (Content-Length, Transfer-Encoding, Connection). */
+static int on_header_field_complete(llhttp_t *p) {
+  kv_http_t *h = kv_http_of(p);
+  kv_req_t *r = &h->req;
+
+  if (++r->nheaders > h->limits->max_headers) {
+    r->fatal = KV_EHEADERS;
+    return HPE_USER;
+  }
+  r->cur_hdr = KV_HDR_OTHER;
+  if (!r->hname_long) {
+    if (r->hname_len == 12 && !strncasecmp(r->hname, "content-type", 12) &&
+        r->ctype_len == 0)
+      r->cur_hdr = KV_HDR_CTYPE;
+    else if (r->hname_len == 6 && !strncasecmp(r->hname, "expect", 6))
+      r->cur_hdr = KV_HDR_EXPECT;
+  }
+  r->hname_len = 0;
+  r->hname_long = 0;
+  r->head_bytes += 4; /* ": " and CRLF */
+  return too_big_head(h) ? HPE_USER : 0;
+}
+
+static void append_bounded(char *dst, size_t *dlen, size_t cap,
+                           const char *at, size_t len) {
+  if (*dlen + len >= cap) len = cap - 1 - *dlen;
+  memcpy(dst + *dlen, at, len);
+  *dlen += len;
+  dst[*dlen] = '\0';
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  kv_http_t *h = kv_http_of(p);
+  kv_req_t *r = &h->req;
+
+  if (r->cur_hdr == KV_HDR_CTYPE)
+    append_bounded(r->ctype, &r->ctype_len, sizeof(r->ctype), at, len);
+  else if (r->cur_hdr == KV_HDR_EXPECT)
+    append_bounded(r->expect, &r->expect_len, sizeof(r->expect), at, len);
+  r->head_bytes += len;
+  return too_big_head(h) ? HPE_USER : 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  kv_http_t *h = kv_http_of(p);
+  int rc = kv_req_body(&h->req, at, len);
+
+  if (rc != 0) {
+    h->req.fatal = rc;
+    return HPE_USER;
+  }
+  return 0;
+}
+
+int kv_req_body(kv_req_t *r, const char *p, size_t len) {
+  if (len > r->body_limit - r->body_len) return KV_ETOOBIG;
+  r->body_len += len;
+  switch (r->body_mode) {
+  case KV_BODY_REC:
+    if (r->rec->vlen + len > r->rec_cap) {
+      size_t cap = r->rec_cap ? r->rec_cap : 256;
+      while (cap < r->rec->vlen + len) cap *= 2;
+      if (cap > r->body_limit) cap = r->body_limit;
+      if (kv_rec_reserve(&r->rec, cap) != 0) return KV_ENOMEM;
+      r->rec_cap = cap;
+    }
+    memcpy(kv_rec_value_mut(r->rec) + r->rec->vlen, p, len);
+    r->rec->vlen += (uint32_t)len;
+    break;
+  case KV_BODY_BUF:
+    if (grow((void **)&r->buf, &r->buf_cap, r->buf_len + len, 1, 256))
+      return KV_ENOMEM;
+    memcpy(r->buf + r->buf_len, p, len);
+    r->buf_len += len;
+    break;
+  default:
+    break;
+  }
+  return 0;
+}
+
+static llhttp_cb hook_begin, hook_head, hook_message;
+
+static int on_message_begin(llhttp_t *p) {
+  kv_http_t *h = kv_http_of(p);
+  kv_req_reset(&h->req);
+  h->req.in_head = 1;
+  return hook_begin(p);
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  kv_http_t *h = kv_http_of(p);
+  h->req.in_head = 0;
+  h->req.in_body = 1;
+  h->req.method = (uint8_t)p->method;
+  h->req.http_major = p->http_major;
+  h->req.http_minor = p->http_minor;
+  return hook_head(p);
+}
+
+static int on_message_complete(llhttp_t *p) {
+  kv_http_t *h = kv_http_of(p);
+  h->req.in_body = 0;
+  return hook_message(p);
+}
+
+void kv_http_settings(llhttp_settings_t *s, llhttp_cb on_begin,
+                      llhttp_cb on_head, llhttp_cb on_message) {
+  llhttp_settings_init(s);
+  hook_begin = on_begin;
+  hook_head = on_head;
+  hook_message = on_message;
+  s->on_message_begin = on_message_begin;
+  s->on_url = on_url;
+  s->on_header_field = on_header_field;
+  s->on_header_field_complete = on_header_field_complete;
+  s->on_header_value = on_header_value;
+  s->on_headers_complete = on_headers_complete;
+  s->on_body = on_body;
+  s->on_message_complete = on_message_complete;
+}
+
+void kv_http_init(kv_http_t *h, const llhttp_settings_t *s,
+                  const kv_http_limits_t *limits) {
+  memset(h, 0, sizeof(*h));
+  llhttp_init(&h->parser, HTTP_REQUEST, s);
+  h->limits = limits;
+}

@@ -1,0 +1,140 @@
+/* imager.c - when to rebuild the JSON image, and who is waiting for it.
+ *
+ * A build reads an LMDB snapshot on a worker thread, so it never stalls the
+ * listener however many keys there are.  The snapshot is opened on the
+ * listener between two commits, when LMDB holds exactly what the map holds:
+ * an image therefore never shows a write before it is acknowledged, and its
+ * sequence number says which commits it reflects.
+ *
+ * Builds happen only when the image is stale: a GET / that needs a fresher
+ * image than exists, a background refresh some time after writes, or the
+ * final image at shutdown.  Never once per write.
+ */
+#include <stdio.h>
+
+#include "kv/error.h"
+#include "kv/log.h"
+#include "kv/store.h"
+
+#define KV_IMAGE_REFRESH_MIN_MS 1000
+
+static int image_fresh(const kv_store_t *s) {
+  return s->image && kv_image_seq(s->image) >= s->seq;
+}
+
+static void image_work(uv_work_t *req) {
+  kv_store_t *s = req->data;
+  uint64_t t0 = uv_hrtime();
+
+  s->build_rc = kv_image_build(s->dir, s->snap_seq, s->snap_hint,
+                               kv_ckpt_snap_next_cb, s->snap, &s->built);
+  s->build_ms = (uv_hrtime() - t0) / 1000000;
+}
+
+/* Answers the waiters this build covers: those that need no newer commit
+ * than the snapshot's.  The rest wait for the next build. */
+static void answer_waiters(kv_store_t *s, int rc, uint64_t seq) {
+  kv_image_wait_t **pp = &s->waiters, *w;
+
+  while ((w = *pp) != NULL) {
+    if (w->need_seq > seq) {
+      pp = &w->next;
+      continue;
+    }
+    *pp = w->next;
+    w->next = NULL;
+    if (rc == 0)
+      w->done(w, 0, kv_image_ref(s->image));
+    else
+      w->done(w, rc, NULL);
+  }
+}
+
+static void image_done(uv_work_t *req, int uvstatus) {
+  kv_store_t *s = req->data;
+  int rc = uvstatus != 0 ? KV_ESTORE : s->build_rc;
+
+  kv_ckpt_snap_close(s->snap);
+  s->snap = NULL;
+  s->imaging = 0;
+  if (rc == 0) {
+    kv_image_unref(s->image);
+    s->image = s->built;
+    s->built = NULL;
+    s->failed_seq = 0;
+  } else {
+    s->failed_seq = s->snap_seq + 1;
+    kv_log_warn("%s: cannot write the image: %s", s->dir, kv_strerror(rc));
+  }
+  answer_waiters(s, rc, s->snap_seq);
+  kv__imager_kick(s);
+  kv__store_maybe_drained(s);
+}
+
+static void refresh_timer(uv_timer_t *t) {
+  kv_store_t *s = t->data;
+  s->timer_armed = 0;
+  if (!image_fresh(s)) {
+    s->refresh = 1;
+    kv__imager_kick(s);
+  }
+}
+
+/* The image just went stale.  Schedule a background refresh, spaced by at
+ * least four times the last build's duration so that a steady write load
+ * spends at most a fifth of one worker thread on images. */
+void kv__imager_changed(kv_store_t *s) {
+  uint64_t delay = s->build_ms * 4;
+
+  if (s->timer_armed || s->closing) return;
+  if (delay < KV_IMAGE_REFRESH_MIN_MS) delay = KV_IMAGE_REFRESH_MIN_MS;
+  s->timer_armed = 1;
+  uv_timer_start(&s->image_timer, refresh_timer, delay, 0);
+}
+
+/* Starts a build if one is wanted and none can be harmed by it: no build
+ * already running, and no commit in flight (its result would be in LMDB
+ * before it is in the map). */
+void kv__imager_kick(kv_store_t *s) {
+  int rc;
+
+  if (s->imaging || s->committing || image_fresh(s)) return;
+  if (!s->waiters && !s->refresh && !s->drained) return;
+  /* A build of this very state already failed: retry only for a client
+   * who asks, not in a loop. */
+  if (!s->waiters && s->failed_seq == s->seq + 1) return;
+  rc = kv_ckpt_snap_open(s->ckpt, NULL, 0, &s->snap);
+  if (rc != 0) {
+    s->failed_seq = s->seq + 1;
+    kv_log_warn("%s: cannot open a snapshot for the image: %s", s->dir,
+                kv_strerror(rc));
+    answer_waiters(s, rc, s->seq);
+    return;
+  }
+  s->refresh = 0;
+  s->snap_seq = s->seq;
+  /* Encoding adds quotes, a colon and a comma per key, and some escapes. */
+  s->snap_hint = (size_t)(kv_map_bytes(s->map) + kv_map_bytes(s->map) / 16 +
+                          6 * kv_map_count(s->map) + 4096);
+  s->imaging = 1;
+  s->image_work.data = s;
+  uv_queue_work(s->loop, &s->image_work, image_work, image_done);
+}
+
+/* True when shutdown need not wait for the imager: nothing is building and
+ * the image is fresh, or building this state already failed. */
+int kv__imager_idle(kv_store_t *s) {
+  return !s->imaging && (image_fresh(s) || s->failed_seq == s->seq + 1);
+}
+
+int kv_store_image(kv_store_t *s, kv_image_wait_t *w, kv_image_t **img) {
+  if (image_fresh(s)) {
+    *img = kv_image_ref(s->image);
+    return 0;
+  }
+  w->need_seq = s->seq;
+  w->next = s->waiters;
+  s->waiters = w;
+  kv__imager_kick(s);
+  return 1;
+}

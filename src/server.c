@@ -1,0 +1,201 @@
+/* server.c - the listener: the loop, the listening socket, signals, the
+ * once-a-second sweep, and an orderly shutdown. */
+#include "kv/server.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kv/error.h"
+#include "kv/log.h"
+
+#define KV_BACKLOG 1024
+#define KV_SHUTDOWN_MS 10000
+
+static void update_date(kv_server_t *srv) {
+  kv_http_date(srv->date, time(NULL));
+}
+
+static void on_sweep(uv_timer_t *t) {
+  kv_server_t *srv = t->data;
+  uint64_t now = uv_now(srv->loop);
+  kv_conn_t *c, *next;
+
+  update_date(srv);
+  for (c = srv->conns; c; c = next) {
+    next = c->next; /* closing only schedules the free */
+    kv_conn_sweep(c, now);
+  }
+}
+
+/* The map moves its buckets a few at a time on every operation; when
+ * requests stop, the loop finishes the rehash between polls. */
+static void on_check(uv_check_t *h) {
+  kv_server_t *srv = h->data;
+  if (!kv_map_rehash_step(srv->store->map, 256)) uv_check_stop(h);
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  kv_server_t *srv = listener->data;
+  int rc;
+
+  if (status < 0) {
+    kv_log_warn("accept: %s", uv_strerror(status));
+    return;
+  }
+  rc = kv_conn_accept(srv, listener);
+  if (rc != 0 && rc != UV_EAGAIN)
+    kv_log_warn("accept: %s", rc < -100 ? uv_strerror(rc) : kv_strerror(rc));
+}
+
+static void finish(kv_server_t *srv) {
+  uv_close((uv_handle_t *)&srv->sigterm, NULL);
+  uv_close((uv_handle_t *)&srv->sigint, NULL);
+  uv_close((uv_handle_t *)&srv->sweep, NULL);
+  uv_close((uv_handle_t *)&srv->deadline, NULL);
+  uv_close((uv_handle_t *)&srv->check, NULL);
+  kv_store_close(srv->store);
+  kv_log_info("stopped");
+}
+
+static void maybe_finish(kv_server_t *srv) {
+  if (srv->shutting_down == 1 && srv->store_drained && srv->nconns == 0) {
+    srv->shutting_down = 2;
+    finish(srv);
+  }
+}
+
+void kv_server_conn_gone(kv_server_t *srv) {
+  srv->nconns--;
+  maybe_finish(srv);
+}
+
+static void on_drained(kv_store_t *s) {
+  kv_server_t *srv = s->loop->data;
+  srv->store_drained = 1;
+  maybe_finish(srv);
+}
+
+static void on_deadline(uv_timer_t *t) {
+  (void)t;
+  kv_log_error("shutdown took over %d s; exiting with writes in flight "
+               "unanswered (none of them was acknowledged)",
+               KV_SHUTDOWN_MS / 1000);
+  exit(1);
+}
+
+/* Stop accepting, let waiting requests get their answers, commit what is
+ * pending, write the final image, close every connection, then let the
+ * loop run dry. */
+static void on_signal(uv_signal_t *h, int signum) {
+  kv_server_t *srv = h->data;
+  kv_conn_t *c, *next;
+
+  if (srv->shutting_down) return;
+  srv->shutting_down = 1;
+  kv_log_info("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  uv_close((uv_handle_t *)&srv->listener, NULL);
+  uv_timer_start(&srv->deadline, on_deadline, KV_SHUTDOWN_MS, 0);
+  uv_unref((uv_handle_t *)&srv->deadline);
+  for (c = srv->conns; c; c = next) {
+    next = c->next;
+    kv_conn_drain(c);
+  }
+  kv_store_drain(srv->store, on_drained);
+}
+
+static int listen_on(kv_server_t *srv) {
+  const kv_config_t *cfg = &srv->cfg;
+  struct sockaddr_storage ss;
+  int namelen = sizeof(ss), rc;
+  int port;
+
+  if (uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&ss) != 0 &&
+      uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&ss) != 0)
+    return UV_EINVAL;
+  uv_tcp_init(srv->loop, &srv->listener);
+  srv->listener.data = srv;
+  rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0);
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t *)&srv->listener, KV_BACKLOG, on_connection);
+  if (rc != 0) return rc;
+  uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &namelen);
+  port = ntohs(ss.ss_family == AF_INET6
+                   ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                   : ((struct sockaddr_in *)&ss)->sin_port);
+  kv_log_info("listening on http://%s%s%s:%d",
+              ss.ss_family == AF_INET6 ? "[" : "", cfg->host,
+              ss.ss_family == AF_INET6 ? "]" : "", port);
+  return 0;
+}
+
+int kv_server_main(int argc, char **argv) {
+  kv_server_t *srv;
+  char err[512];
+  int rc;
+
+  srv = calloc(1, sizeof(*srv));
+  if (!srv) {
+    fprintf(stderr, "kvd: out of memory\n");
+    return 1;
+  }
+  kv_config_defaults(&srv->cfg);
+  rc = kv_config_parse(&srv->cfg, argc, argv);
+  if (rc != KV_CONFIG_RUN) {
+    free(srv);
+    return rc == KV_CONFIG_EXIT_OK ? 0 : 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  srv->loop = uv_default_loop();
+  srv->loop->data = srv;
+  srv->limits.max_uri = srv->cfg.max_uri;
+  srv->limits.max_head = srv->cfg.max_head;
+  srv->limits.max_value = srv->cfg.max_value;
+  srv->limits.max_headers = srv->cfg.max_headers;
+  kv_conn_settings(&srv->settings);
+  srv->rbuf = malloc(KV_READ_BUF);
+  update_date(srv);
+
+  rc = srv->rbuf ? kv_store_open(srv->loop, srv->cfg.data, srv->cfg.sync,
+                                 &srv->store, err, sizeof(err))
+                 : KV_ENOMEM;
+  if (rc != 0) {
+    fprintf(stderr, "kvd: %s: %s\n", srv->cfg.data,
+            srv->rbuf ? err : kv_strerror(rc));
+    rc = 1;
+    goto out;
+  }
+  rc = listen_on(srv);
+  if (rc != 0) {
+    fprintf(stderr, "kvd: cannot listen on %s:%d: %s\n", srv->cfg.host,
+            srv->cfg.port, uv_strerror(rc));
+    kv_store_close(srv->store);
+    uv_close((uv_handle_t *)&srv->listener, NULL);
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+    rc = 1;
+    goto out;
+  }
+  uv_signal_init(srv->loop, &srv->sigterm);
+  uv_signal_init(srv->loop, &srv->sigint);
+  srv->sigterm.data = srv->sigint.data = srv;
+  uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+  uv_signal_start(&srv->sigint, on_signal, SIGINT);
+  uv_timer_init(srv->loop, &srv->sweep);
+  uv_timer_init(srv->loop, &srv->deadline);
+  srv->sweep.data = srv->deadline.data = srv;
+  uv_timer_start(&srv->sweep, on_sweep, 1000, 1000);
+  uv_check_init(srv->loop, &srv->check);
+  srv->check.data = srv;
+  uv_check_start(&srv->check, on_check);
+
+  uv_run(srv->loop, UV_RUN_DEFAULT);
+  rc = srv->exit_code;
+out:
+  if (srv->store) kv_store_free(srv->store);
+  uv_loop_close(srv->loop);
+  free(srv->rbuf);
+  free(srv);
+  return rc;
+}

@@ -1,0 +1,119 @@
+/* store.c - opening, loading, reading and draining the store. */
+#include "kv/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv/error.h"
+#include "kv/log.h"
+
+/* Rebuilds the map from LMDB.  Records are copied out of the snapshot,
+ * because LMDB's pages are only valid while its transaction is open. */
+static int store_load(kv_store_t *s) {
+  kv_ckpt_snap_t *snap = NULL;
+  kv_slice_t k, v;
+  int rc;
+
+  rc = kv_ckpt_snap_open(s->ckpt, NULL, 0, &snap);
+  if (rc != 0) goto out;
+  while ((rc = kv_ckpt_snap_next(snap, &k, &v)) == 1) {
+    kv_rec_t *rec, *old;
+    if (k.len == 0 || k.len > KV_KEY_MAX || v.len > UINT32_MAX) {
+      rc = KV_ECORRUPT;
+      goto out;
+    }
+    rc = kv_rec_new(k.ptr, k.len, v.len, &rec);
+    if (rc != 0) goto out;
+    memcpy(kv_rec_value_mut(rec), v.ptr, v.len);
+    rec->vlen = (uint32_t)v.len;
+    kv_map_put(s->map, rec, &old);
+    kv_rec_unref(old);
+  }
+out:
+  if (snap) kv_ckpt_snap_close(snap);
+  return rc;
+}
+
+int kv_store_open(uv_loop_t *loop, const char *dir, kv_sync_t sync,
+                  kv_store_t **out, char *errbuf, size_t errlen) {
+  kv_store_t *s;
+  uint64_t t0 = uv_hrtime();
+  int rc;
+
+  s = calloc(1, sizeof(*s));
+  if (!s || !(s->dir = strdup(dir))) {
+    rc = KV_ENOMEM;
+    snprintf(errbuf, errlen, "%s", kv_strerror(rc));
+    goto fail;
+  }
+  s->loop = loop;
+  s->pend_tail = &s->pend_head;
+  rc = kv_ckpt_open(dir, sync, 0, &s->ckpt, errbuf, errlen);
+  if (rc != 0) goto fail;
+  rc = kv_map_new(&s->map);
+  if (rc == 0) rc = store_load(s);
+  if (rc != 0) {
+    snprintf(errbuf, errlen, "cannot load the data: %s", kv_strerror(rc));
+    goto fail;
+  }
+  /* The loaded map may need rehash steps; finish them before serving. */
+  while (kv_map_rehash_step(s->map, 1024)) {
+  }
+  uv_timer_init(loop, &s->image_timer);
+  s->image_timer.data = s;
+  kv_log_info("loaded %zu keys (%llu bytes) from %s in %llu ms",
+              kv_map_count(s->map),
+              (unsigned long long)kv_map_bytes(s->map), dir,
+              (unsigned long long)((uv_hrtime() - t0) / 1000000));
+  /* The image on disk may predate a crash; build a fresh one now so the
+   * first GET / is served at once. */
+  kv__imager_changed(s);
+  *out = s;
+  return 0;
+fail:
+  if (s) {
+    if (s->map) kv_map_free(s->map);
+    if (s->ckpt) kv_ckpt_close(s->ckpt);
+    free(s->dir);
+    free(s);
+  }
+  return rc;
+}
+
+kv_rec_t *kv_store_get(kv_store_t *s, const char *key, size_t klen) {
+  return kv_map_get(s->map, key, klen);
+}
+
+/* Called whenever a commit or an image build finishes: once draining, and
+ * with nothing in flight, pending or stale, the drain is complete. */
+void kv__store_maybe_drained(kv_store_t *s) {
+  void (*done)(kv_store_t *);
+
+  if (!s->drained || s->committing || s->pend_head) return;
+  if (!kv__imager_idle(s)) return;
+  done = s->drained;
+  s->drained = NULL;
+  done(s);
+}
+
+void kv_store_drain(kv_store_t *s, void (*done)(kv_store_t *s)) {
+  s->drained = done;
+  kv__imager_kick(s);
+  kv__store_maybe_drained(s);
+}
+
+void kv_store_close(kv_store_t *s) {
+  s->closing = 1;
+  uv_close((uv_handle_t *)&s->image_timer, NULL);
+}
+
+void kv_store_free(kv_store_t *s) {
+  if (!s) return;
+  kv_image_unref(s->image);
+  kv_map_free(s->map);
+  kv_ckpt_close(s->ckpt);
+  free(s->ops);
+  free(s->dir);
+  free(s);
+}
