@@ -95,12 +95,35 @@ static void conn_fail(kv_conn_t *c, int err) {
     kv_conn_close(c);
 }
 
-static int parse_error(kv_conn_t *c, llhttp_errno_t e) {
+/* A method llhttp does not know is 501 only when it is a plausible method
+ * token (capital letters, then " /"); anything else is garbage: 400. */
+static int unknown_method_token(const char *data, size_t len,
+                                const char *pos) {
+  const char *b = pos, *e = data + len, *p;
+
+  if (!pos || pos < data || pos > e) return 0;
+  while (b > data && b[-1] >= 'A' && b[-1] <= 'Z') b--;
+  for (p = b; p < e && *p >= 'A' && *p <= 'Z'; p++) {
+  }
+  return p > b && p - b <= 32 && e - p >= 2 && p[0] == ' ' && p[1] == '/';
+}
+
+static int parse_error(kv_conn_t *c, llhttp_errno_t e, const char *data,
+                       size_t len) {
+  const llhttp_t *p = &c->http.parser;
+
   if (c->http.req.fatal) return c->http.req.fatal;
   switch (e) {
-  case HPE_INVALID_METHOD: return KV_ENOTIMPL;
-  case HPE_INVALID_VERSION: return KV_EVERSION;
-  default: return KV_EBADREQ;
+  case HPE_INVALID_METHOD:
+    return unknown_method_token(data, len, llhttp_get_error_pos(p))
+               ? KV_ENOTIMPL
+               : KV_EBADREQ;
+  case HPE_INVALID_VERSION:
+    /* A well-formed version other than 1.0 or 1.1, versus a broken line. */
+    return p->http_major == 1 && p->http_minor <= 1 ? KV_EBADREQ
+                                                     : KV_EVERSION;
+  default:
+    return KV_EBADREQ;
   }
 }
 
@@ -115,7 +138,7 @@ static void conn_feed(kv_conn_t *c, const char *data, size_t len,
 
   if (e == HPE_OK) return;
   if (e != HPE_PAUSED) {
-    if (!c->close_after) conn_fail(c, parse_error(c, e));
+    if (!c->close_after) conn_fail(c, parse_error(c, e, data, len));
     return;
   }
   read_stop(c);
