@@ -99,8 +99,9 @@ static int parse_listen(kv_config_t *cfg, const char *arg) {
     hlen = (size_t)(rb - host);
     colon = rb + 1;
   } else {
-    colon = strrchr(arg, ':');
-    if (!colon) return KV_EINVAL;
+    colon = strchr(arg, ':');
+    /* An IPv6 address needs brackets, or its port would be ambiguous. */
+    if (!colon || strchr(colon + 1, ':')) return KV_EINVAL;
     hlen = (size_t)(colon - arg);
   }
   if (hlen == 0 || hlen >= sizeof(cfg->host)) return KV_EINVAL;
@@ -154,7 +155,7 @@ int kv_config_parse(kv_config_t *cfg, int argc, char **argv) {
   size_t n;
 
   opterr = 0;
-  optind = 1;
+  optind = 0; /* GNU getopt: reinitialise, so parsing can run twice */
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
     const char *arg = optarg;
     switch (c) {
