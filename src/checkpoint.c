@@ -114,17 +114,19 @@ static int ckpt_prepare_dir(const char *dir, int readonly, int *nolock,
                             char *errbuf, size_t errlen) {
   struct stat st;
   char path[4096];
-  int r;
+  int r, e;
 
   *nolock = 0;
   if (stat(dir, &st) != 0) {
-    if (errno != ENOENT || readonly) {
-      ckpt_err(errbuf, errlen, "cannot open: %s", strerror(errno));
-      return errno == EIO ? KV_EIO : KV_ESTORE;
+    e = errno;
+    if (e != ENOENT || readonly) {
+      ckpt_err(errbuf, errlen, "cannot open: %s", strerror(e));
+      return e == EIO ? KV_EIO : KV_ESTORE;
     }
     if (mkdir(dir, 0700) != 0) {
-      ckpt_err(errbuf, errlen, "cannot create: %s", strerror(errno));
-      return errno == EIO ? KV_EIO : KV_ESTORE;
+      e = errno;
+      ckpt_err(errbuf, errlen, "cannot create: %s", strerror(e));
+      return e == EIO ? KV_EIO : KV_ESTORE;
     }
     return 0;
   }
@@ -137,9 +139,10 @@ static int ckpt_prepare_dir(const char *dir, int readonly, int *nolock,
     return KV_ESTORE;
   }
   if (lstat(path, &st) != 0) {
-    if (errno != ENOENT) {
-      ckpt_err(errbuf, errlen, "cannot open data.mdb: %s", strerror(errno));
-      return errno == EIO ? KV_EIO : KV_ESTORE;
+    e = errno;
+    if (e != ENOENT) {
+      ckpt_err(errbuf, errlen, "cannot open data.mdb: %s", strerror(e));
+      return e == EIO ? KV_EIO : KV_ESTORE;
     }
     r = ckpt_dir_empty(dir);
     if (r < 0) {

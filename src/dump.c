@@ -134,9 +134,9 @@ static int dump_image(const char *dir) {
   }
   fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    fprintf(stderr, "kvdump: %s: cannot open: %s%s\n", path,
-            strerror(errno),
-            errno == ENOENT ? " (the server has not written an image)" : "");
+    e = errno;
+    fprintf(stderr, "kvdump: %s: cannot open: %s%s\n", path, strerror(e),
+            e == ENOENT ? " (the server has not written an image)" : "");
     goto out;
   }
   if (fstat(fd, &st) != 0) {

@@ -4,8 +4,9 @@
  * print callback: kv_image_encode stages its output in a 64 KiB buffer
  * before calling the caller's write function, and kv_image_build has the
  * callback copy straight into the file mapping, so every byte is copied
- * once.  That beat yajl's own buffer (yajl_gen_get_buf/yajl_gen_clear),
- * which costs a second copy, by about 10% on a million records.
+ * once.  Encoding a million records into memory that way took 0.25 s
+ * against 0.28 s with yajl's own buffer drained by yajl_gen_get_buf and
+ * yajl_gen_clear every 64 KiB, which costs a second copy.
  *
  * yajl escapes '"', '\\', and every byte below 0x20 (\b \f \n \r \t by name,
  * the rest as \u00XX, NUL included); '/' and DEL are left alone.  Its UTF-8
@@ -479,15 +480,21 @@ int kv_image_validate(const char *buf, size_t len, char *err, size_t errlen) {
   }
   if (st != yajl_status_ok) {
     unsigned char *msg = yajl_get_error(h, 0, NULL, 0);
-    const char *m = (const char *)msg;
-    if (m != NULL && strncmp(m, "parse error: ", 13) == 0) m += 13;
-    image_verr(err, errlen, "%s at byte %zu", m ? m : "invalid JSON", at);
+    char m[128];
+    size_t n;
+    /* "parse error: premature EOF\n" -> "premature EOF" */
+    snprintf(m, sizeof m, "%s", msg ? (const char *)msg : "invalid JSON");
     if (msg != NULL) yajl_free_error(h, msg);
+    for (n = strlen(m); n > 0 && strchr("\n .", m[n - 1]) != NULL;)
+      m[--n] = '\0';
+    n = strncmp(m, "parse error: ", 13) == 0 ? 13 : 0;
+    image_verr(err, errlen, "%s at byte %zu", m + n, at);
     goto out;
   }
-  if (len < 2 || buf[len - 2] != '}') {
+  if (buf[len - 2] != '}') { /* only whitespace can get here */
+    for (at = len - 2; at > 0 && buf[at - 1] != '}';) at--;
     image_verr(err, errlen, "unexpected bytes after the object at byte %zu",
-               len - 1);
+               at);
     goto out;
   }
   ret = 0;

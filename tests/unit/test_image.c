@@ -412,7 +412,7 @@ KV_TEST(validate_accepts_images, "validation accepts what the encoder writes") {
   expect_valid("{ \"a\" : \"1\" }\n"); /* valid JSON of the right shape */
 }
 
-KV_TEST(validate_rejects_bad_images, "validation rejects truncated or unsorted or duplicate or non-string or trailing input") {
+KV_TEST(validate_rejects_bad_images, "validation rejects truncated, unsorted, duplicate, non-string and trailing input") {
   size_t n = sizeof mixed_json - 1;
   char cut[sizeof mixed_json + 1];
   for (size_t i = 0; i < n; i++) { /* every truncation, and with a \n */
