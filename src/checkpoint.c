@@ -10,12 +10,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <lmdb.h>
+#include <sys/file.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "kv/error.h"
 
@@ -33,6 +35,7 @@ struct kv_ckpt {
   MDB_env *env;
   MDB_dbi data;
   int readonly;
+  int dirfd; /* holds the directory's exclusive flock while open */
 };
 
 struct kv_ckpt_snap {
@@ -264,6 +267,19 @@ int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags, kv_ckpt_t **out,
     return KV_ENOMEM;
   }
   c->readonly = readonly;
+  c->dirfd = -1;
+  /* LMDB lets several processes write one environment; two servers would
+   * each keep their own diverging map.  One writer per directory. */
+  if (!readonly) {
+    c->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (c->dirfd < 0 || flock(c->dirfd, LOCK_EX | LOCK_NB) != 0) {
+      int e = errno;
+      err = e == EWOULDBLOCK ? KV_EBUSY : KV_ESTORE;
+      ckpt_err(errbuf, errlen, "%s",
+               e == EWOULDBLOCK ? kv_strerror(KV_EBUSY) : strerror(e));
+      goto fail;
+    }
+  }
   if (sync == KV_SYNC_NONE) envflags |= MDB_NOSYNC;
   if (readonly) envflags |= MDB_RDONLY;
   /* A read-only open would create lock.mdb, owned by whoever runs kvdump,
@@ -300,6 +316,7 @@ lmdb_fail:
   err = ckpt_open_err(rc);
 fail:
   if (c->env != NULL) mdb_env_close(c->env);
+  if (c->dirfd >= 0) close(c->dirfd);
   free(c);
   return err;
 }
@@ -307,6 +324,7 @@ fail:
 void kv_ckpt_close(kv_ckpt_t *c) {
   if (c == NULL) return;
   mdb_env_close(c->env);
+  if (c->dirfd >= 0) close(c->dirfd);
   free(c);
 }
 

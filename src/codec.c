@@ -65,6 +65,8 @@ static int decode(const char *src, size_t n, char *dst, size_t *outlen,
   return 0;
 }
 
+/* A path keeps '+' as itself, so only %XX is decoded.  *outlen is set
+ * only on success; on KV_EENCODING dst may hold a partial result. */
 int kv_percent_decode(const char *src, size_t len, char *dst,
                       size_t *outlen) {
   return decode(src, len, dst, outlen, 0);

@@ -136,6 +136,17 @@ static void conn_feed(kv_conn_t *c, const char *data, size_t len,
   const char *pos;
   size_t rest;
 
+  /* kvd never switches protocols: after a request with Upgrade it goes on
+   * with HTTP/1.1, as RFC 9110 allows.  CONNECT closes (hook_message). */
+  while (e == HPE_PAUSED_UPGRADE && !c->close_after && !c->paused) {
+    pos = llhttp_get_error_pos(&c->http.parser);
+    llhttp_resume_after_upgrade(&c->http.parser);
+    if (!pos || pos >= data + len) return;
+    len -= (size_t)(pos - data);
+    data = pos;
+    e = llhttp_execute(&c->http.parser, data, len);
+  }
+  if (e == HPE_PAUSED_UPGRADE) e = HPE_PAUSED;
   if (e == HPE_OK) return;
   if (e != HPE_PAUSED) {
     if (!c->close_after) conn_fail(c, parse_error(c, e, data, len));
@@ -274,7 +285,10 @@ void kv_conn_resume(kv_conn_t *c) {
     return;
   }
   c->paused = 0;
-  llhttp_resume(&c->http.parser);
+  if (llhttp_get_errno(&c->http.parser) == HPE_PAUSED_UPGRADE)
+    llhttp_resume_after_upgrade(&c->http.parser);
+  else
+    llhttp_resume(&c->http.parser);
   if (c->pending_len) {
     size_t len = c->pending_len;
     c->pending_len = 0;
@@ -321,7 +335,8 @@ static int hook_head(llhttp_t *p) {
 static int hook_message(llhttp_t *p) {
   kv_conn_t *c = conn_of(p);
 
-  c->keep = llhttp_should_keep_alive(p) != 0;
+  /* After CONNECT the client would send tunnel bytes, not requests. */
+  c->keep = llhttp_should_keep_alive(p) != 0 && p->method != HTTP_CONNECT;
   if (kv_route_message(c) == 1) {
     c->state = KV_CONN_WAIT;
     c->paused = 1;

@@ -34,7 +34,8 @@
   X(EFORM,      -22, 400, "form body has no 'value' field")                   \
   X(EEXPECT,    -23, 417, "unsupported Expect header")                        \
   X(EVERSION,   -24, 505, "HTTP version not supported")                      \
-  X(ENOENDPOINT, -25, 404, "no such endpoint")
+  X(ENOENDPOINT, -25, 404, "no such endpoint")                               \
+  X(EBUSY,      -26, 503, "another kvd is using this data directory")
 
 enum {
 #define KV__ERR_ENUM(name, code, status, msg) KV_##name = (code),

@@ -123,6 +123,8 @@ static void check(int rc, const char *dst, size_t outlen, size_t n,
   for (size_t i = outlen; i < n; i++) REQUIRE((uint8_t)dst[i] == CANARY);
 }
 
+/* Percent-decodes body out of place and in place and checks both against
+ * the reference. */
 static void fuzz_percent(const char *body, size_t n) {
   char *dst = canary_buf(n), *ref = canary_buf(n), *inpl = copy(body, n);
   size_t len = UNTOUCHED, rlen = UNTOUCHED, ilen = UNTOUCHED;
@@ -138,6 +140,8 @@ static void fuzz_percent(const char *body, size_t n) {
   free(inpl);
 }
 
+/* Looks up name in body out of place and in place and checks both against
+ * the reference. */
 static void fuzz_form(const char *body, size_t n, const char *name) {
   char *dst = canary_buf(n), *ref = canary_buf(n), *inpl = copy(body, n);
   size_t len = UNTOUCHED, rlen = UNTOUCHED, ilen = UNTOUCHED;
@@ -197,6 +201,8 @@ static void fuzz_roundtrip(const char *body, size_t n) {
   free(dst);
 }
 
+/* Splits the input into NAME and BODY and runs every check on BODY, the
+ * form lookup with NAME and, if NAME differs, with "value" too. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *in = (const char *)data;
   const char *nl = size ? memchr(in, '\n', size) : NULL;

@@ -102,12 +102,14 @@ static size_t rfc_char(const uint8_t *s, size_t n) {
   return 0;
 }
 
+/* Returns 1 if n bytes at s are a sequence of RFC 3629 characters. */
 static int ref_rfc(const uint8_t *s, size_t n) {
   for (size_t i = 0, k; i < n; i += k)
     if ((k = rfc_char(s + i, n - i)) == 0) return 0;
   return 1;
 }
 
+/* Checks the input from offsets 0..7; aborts on any disagreement. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (size_t off = 0; off < 8 && off <= size; off++) {
     const uint8_t *s = data + off;

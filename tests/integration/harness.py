@@ -190,6 +190,7 @@ class _Run:
                 if left <= 0:
                     break
                 self.cond.wait(min(left, 0.1))
+        self.expected_exit = True
         self.proc.kill()
         self.proc.wait(STOP_TIMEOUT)
         raise AssertionError("kvd did not print 'listening on' within %.0fs; stderr:\n%s"

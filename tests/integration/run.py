@@ -19,6 +19,7 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # keep the source tree clean
 
 import harness  # noqa: E402
 
@@ -81,7 +82,7 @@ def main(argv):
         ok = False
         print("PROBLEM: " + p)
     if ok:
-        print("ok")
+        print("ok", flush=True)
         sys.stderr.write("%.2fs\n" % (time.monotonic() - t0))
         return 0
     print("FAILED (%.2fs)" % (time.monotonic() - t0))

@@ -1,6 +1,8 @@
 """The key-value API: GET, HEAD, PUT, POST, DELETE, keys, values, GET /."""
 
 import json
+import threading
+import time
 
 from harness import (ALLOW_KEY, ALLOW_ROOT, JSON, Kvd, build_request, case,
                      chunked, expect, kpath)
@@ -54,7 +56,7 @@ def get_missing():
         c.assert_alive()
 
 
-@case("HEAD of a key has the GET status and headers and no body")
+@case("HEAD has the GET status and headers and no body for a key and for a missing key")
 def head_key():
     k = Kvd()
     with k.conn() as c:
@@ -66,9 +68,9 @@ def head_key():
         assert h.get("Content-Length") == "10" and h.get("Content-Type") == g.get("Content-Type")
         # Nothing after the HEAD head: the next response parses cleanly.
         c.assert_alive()
+    head_missing()
 
 
-@case("HEAD of a missing key answers 404 with the error Content-Length and no body")
 def head_missing():
     k = Kvd()
     with k.conn() as c:
@@ -77,7 +79,7 @@ def head_missing():
         c.assert_alive()
 
 
-@case("DELETE of an existing key answers 204 and the key is gone")
+@case("DELETE answers 204 for an existing key which is then gone and 404 for a missing key")
 def delete_existing():
     k = Kvd()
     with k.conn() as c:
@@ -87,9 +89,9 @@ def delete_existing():
         expect(c.request("GET", "/k"), 404, b"key not found\n")
         # A new PUT after the delete creates it again.
         expect(c.request("PUT", "/k", b"w"), 201)
+    delete_missing()
 
 
-@case("DELETE of a missing key answers 404")
 def delete_missing():
     k = Kvd()
     with k.conn() as c:
@@ -99,7 +101,7 @@ def delete_missing():
 
 # -- POST ------------------------------------------------------------------
 
-@case("POST with a raw body answers 201 then 200 with the stored value as the body")
+@case("POST answers 201 then 200 with exact headers and the stored value as the body")
 def post_raw():
     k = Kvd()
     with k.conn() as c:
@@ -108,9 +110,10 @@ def post_raw():
         r = c.request("POST", "/k", b"second", [("Content-Type", "application/octet-stream")])
         expect(r, 200, b"second")
         expect(c.request("GET", "/k"), 200, b"second")
+    post_headers()
 
 
-@case("POST of a form decodes the value field with plus as space and percent escapes")
+@case("POST of a form decodes the first value field with plus as space and percent escapes")
 def post_form():
     k = Kvd()
     with k.conn() as c:
@@ -120,6 +123,7 @@ def post_form():
         want = "hello wide world!+\u00e9".encode()
         expect(r, 201, want, body201=True)
         expect(c.request("GET", "/k"), 200, want)
+    post_form_first()
 
 
 @case("POST form type is matched case-insensitively with a charset parameter")
@@ -132,7 +136,6 @@ def post_form_params():
         expect(c.request("GET", "/k"), 200, b"a b")
 
 
-@case("POST form takes the first value field")
 def post_form_first():
     k = Kvd()
     with k.conn() as c:
@@ -166,7 +169,6 @@ def post_other_type():
         expect(c.request("GET", "/k"), 200, b"value=x+y%20")
 
 
-@case("POST answers 201 and 200 with exact headers and the value as text/plain")
 def post_headers():
     k = Kvd()
     with k.conn() as c:
@@ -197,16 +199,16 @@ def empty_value():
         expect(c.request("HEAD", "/e"), 200, b"", head=True)
 
 
-@case("NUL and control bytes in a value round-trip exactly")
+@case("NUL, control bytes and multibyte UTF-8 up to U+10FFFF in values round-trip exactly")
 def control_bytes():
     k = Kvd()
     v = bytes(range(0, 128)) + b"\x00\x00end\r\n\r\n"
     with k.conn() as c:
         expect(c.request("PUT", "/ctl", v), 201)
         expect(c.request("GET", "/ctl"), 200, v)
+    multibyte()
 
 
-@case("multibyte UTF-8 values up to U+10FFFF round-trip exactly")
 def multibyte():
     k = Kvd()
     v = "\u00e9\u20ac\ufffd\uffff\U0001F600\U0010FFFF caf\u00e9".encode()
@@ -215,7 +217,7 @@ def multibyte():
         expect(c.request("GET", "/mb"), 200, v)
 
 
-@case("invalid UTF-8 values are refused with 400 and the old value stays")
+@case("invalid UTF-8 values in PUT, POST and forms are refused with 400 and the old value stays")
 def invalid_utf8():
     k = Kvd()
     bad = [b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"ok\x80", b"\xe2\x82",
@@ -228,9 +230,9 @@ def invalid_utf8():
             expect(c.request("PUT", "/new", b), 400)
         expect(c.request("GET", "/k"), 200, b"old")
         expect(c.request("GET", "/new"), 404, b"key not found\n")
+    form_invalid_utf8()
 
 
-@case("a form value that decodes to invalid UTF-8 is refused with 400")
 def form_invalid_utf8():
     k = Kvd()
     with k.conn() as c:
@@ -300,6 +302,16 @@ def expect_continue():
         c.send(b"hello")
         expect(c.read_response(), 201)
         expect(c.request("GET", "/k"), 200, b"hello")
+        # A client that sends the body without waiting still gets one final
+        # answer (after an optional 100 Continue) and the connection stays usable.
+        c.send(b"PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+               b"Expect: 100-continue\r\n\r\nworld")
+        r = c.read_response()
+        if r.status == 100:
+            assert r.head_raw == b"HTTP/1.1 100 Continue\r\n\r\n", r.head_raw
+            r = c.read_response()
+        expect(r, 204)
+        expect(c.request("GET", "/k"), 200, b"world")
 
 
 @case("Expect 100-continue with a too large length gets 413 at once without the body")
@@ -418,7 +430,6 @@ def key_odd_bytes():
 
 # -- server endpoints --------------------------------------------------------
 
-@case("GET /_health answers 200 ok")
 def health():
     k = Kvd()
     with k.conn() as c:
@@ -426,7 +437,7 @@ def health():
         expect(c.request("HEAD", "/_health"), 200, b"ok\n", head=True)
 
 
-@case("an unknown underscore endpoint answers 404 and an encoded underscore reaches the key")
+@case("GET /_health answers ok, an unknown underscore endpoint 404 and an encoded underscore reaches the key")
 def underscore():
     k = Kvd()
     with k.conn() as c:
@@ -438,11 +449,11 @@ def underscore():
         expect(c.request("GET", "/_name"), 404)
         c.assert_alive()
     assert k.dump() == b'{"_name":"u"}\n'
+    health()
 
 
 # -- GET / -----------------------------------------------------------------
 
-@case("GET / of an empty store is an empty JSON object and a newline")
 def root_empty():
     k = Kvd()
     with k.conn() as c:
@@ -451,7 +462,7 @@ def root_empty():
         expect(c.request("HEAD", "/"), 200, b"{}\n", ctype=JSON, head=True)
 
 
-@case("GET / is compact JSON of every key sorted by key bytes")
+@case("GET / is compact JSON of every key sorted by key bytes and an empty object when empty")
 def root_sorted():
     k = Kvd()
     data = {"b": "2", "a": "1", "a/b": "3", "A": "0", "ab": "4", "a0": "5", "zz": "", "Z": "6"}
@@ -462,6 +473,7 @@ def root_sorted():
     with k.conn() as c:
         expect(c.request("GET", "/"), 200, want.encode(), ctype=JSON)
         expect(c.request("GET", "/?x=1"), 200, want.encode(), ctype=JSON)
+    root_empty()
 
 
 @case("GET / escapes control and special characters so json.loads round-trips every value")
@@ -498,6 +510,58 @@ def root_fresh():
                 got = json.loads(b.request("GET", "/").body)
                 assert "k%d" % (i % 7) not in got, (i, got)
                 expect(a.request("PUT", "/k%d" % (i % 7), b"v%d" % i), 201)
+
+
+@case("GET / under concurrent writers is valid JSON that reflects every write acknowledged before it", timeout=60)
+def root_concurrent():
+    k = Kvd()
+    nwriters = 4
+    acked = {}          # key -> (counter, ack time), one writer per key
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors = []
+
+    def writer(t):
+        try:
+            with k.conn() as c:
+                for n in range(1, 100_000):
+                    if stop.is_set():
+                        break
+                    key = "w%d-%d" % (t, n % 5)
+                    r = c.request("PUT", "/" + key, b"%d" % n)
+                    assert r.status in (201, 204), r.summary()
+                    with lock:
+                        acked[key] = (n, time.monotonic())
+        except BaseException as e:
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=writer, args=(t,), daemon=True) for t in range(nwriters)]
+    for th in threads:
+        th.start()
+    checked = 0
+    try:
+        with k.conn() as c:
+            deadline = time.monotonic() + 2.0
+            for _ in range(10_000):
+                if time.monotonic() > deadline or errors:
+                    break
+                t0 = time.monotonic()
+                with lock:
+                    floor = {key: n for key, (n, at) in acked.items() if at < t0}
+                r = c.request("GET", "/")
+                expect(r, 200, r.body, ctype=JSON)
+                got = json.loads(r.body)
+                for key, n in floor.items():
+                    assert key in got and int(got[key]) >= n, \
+                        "GET / shows %s=%r but %d was acknowledged before it" % (key, got.get(key), n)
+                checked += 1
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(10)
+    assert not errors, errors
+    assert checked >= 5, "only %d GET / completed" % checked
+    print("%d GET / checked against %d keys" % (checked, len(acked)))
 
 
 @case("two GET / of the same data are byte-identical and HEAD / has the same length")

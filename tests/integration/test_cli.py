@@ -51,22 +51,30 @@ def missing_value():
         usage_error("--data", data_arg(), flag)
 
 
-@case("an invalid sync mode exits 2 with one kvd line on stderr")
 def bad_sync():
     usage_error("--listen", "127.0.0.1:0", "--data", data_arg(), "--sync", "sometimes")
     usage_error("--listen", "127.0.0.1:0", "--data", data_arg(), "--sync", "")
 
 
-@case("invalid max-value sizes exit 2 with one kvd line on stderr")
 def bad_max_value():
     for v in ("abc", "0", "", "-1", "1X", "K", "0K", "12abc"):
         usage_error("--listen", "127.0.0.1:0", "--data", data_arg(), "--max-value", v)
 
 
-@case("invalid listen addresses exit 2 with one kvd line on stderr")
 def bad_listen():
     for v in ("nohostport", "127.0.0.1:99999", "127.0.0.1:", "127.0.0.1:abc", "127.0.0.1:-1"):
         usage_error("--listen", v, "--data", data_arg())
+
+
+@case("invalid sync, max-value and listen values exit 2 with one kvd line on stderr")
+def bad_values():
+    failures = []
+    for check in (bad_sync, bad_max_value, bad_listen):
+        try:
+            check()
+        except AssertionError as e:
+            failures.append(str(e))
+    assert not failures, "\n".join(failures)
 
 
 @case("a data dir that is a regular file exits 1 with one line naming it")
@@ -189,3 +197,14 @@ def sync_modes():
         k.put("k", mode.encode())
         assert k.get("k") == mode.encode()
         k.stop_ok()
+
+
+@case("a second kvd on a data dir in use exits 1 and the first keeps serving")
+def data_dir_in_use():
+    k = Kvd()
+    k.put("a", b"1")
+    res = kvd_run("--listen", "127.0.0.1:0", "--data", k.data)
+    text = res.err.decode("utf-8", "replace")
+    assert res.rc == 1, res
+    assert text == "kvd: %s: another kvd is using this data directory\n" % k.data, text
+    assert k.get("a") == b"1"

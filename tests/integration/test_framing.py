@@ -22,6 +22,18 @@ def bad_request_closes(k, data, statuses=(400,)):
         return r
 
 
+def all_bad_requests_close(k, cases):
+    """bad_request_closes for every (data, statuses) pair; reports every
+    mismatch at once rather than only the first."""
+    failures = []
+    for data, statuses in cases:
+        try:
+            bad_request_closes(k, data, statuses)
+        except AssertionError as e:
+            failures.append(str(e))
+    assert not failures, "\n".join(failures)
+
+
 # -- keep-alive and Connection ----------------------------------------------
 
 @case("HTTP/1.1 connections are kept alive across many requests by default")
@@ -96,6 +108,38 @@ def pipeline_close_middle():
     assert k.get("b") is None
 
 
+@case("a request with an Upgrade header is answered without upgrading and the connection stays usable")
+def upgrade_ignored():
+    k = Kvd()
+    with k.conn() as c:
+        # What curl --http2 sends on an http:// URL.
+        c.send(b"GET /k HTTP/1.1\r\n" + H + b"Connection: Upgrade, HTTP2-Settings\r\n"
+               b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+        expect(c.read_response(), 404, b"key not found\n")
+        c.assert_alive()
+        c.send(b"PUT /k HTTP/1.1\r\n" + H + b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+               b"Content-Length: 2\r\n\r\nok")
+        expect(c.read_response(), 201)
+        expect(c.request("GET", "/k"), 200, b"ok")
+
+
+@case("CONNECT is refused without breaking the framing of the connection")
+def connect_method():
+    k = Kvd()
+    for target in (b"/k", b"127.0.0.1:80"):
+        with k.conn() as c:
+            c.send(b"CONNECT " + target + b" HTTP/1.1\r\n" + H + b"\r\n")
+            r = c.read_response()
+            assert r.status in (400, 405), r.summary()
+            if r.get("Connection") == "close":
+                expect(r, r.status, close=True, allow=r.get("Allow"))
+                c.expect_closed()
+            else:
+                # No Connection: close, so the connection must go on working.
+                expect(r, r.status, allow=r.get("Allow"))
+                c.assert_alive()
+
+
 # -- pipelining -------------------------------------------------------------
 
 @case("a GET pipelined after a PUT of the same key in one send sees the new value")
@@ -138,7 +182,8 @@ def pipeline_mixed():
         c.send(build_request("PUT", "/k", b"12345") + build_request("HEAD", "/k")
                + build_request("GET", "/nope") + build_request("PATCH", "/k", b"xx")
                + build_request("GET", "/bad%zz") + build_request("HEAD", "/")
-               + build_request("GET", "/k"))
+               + build_request("GET", "/k", b"a GET body is read and ignored")
+               + build_request("DELETE", "/nope", b"xyz") + build_request("GET", "/k"))
         expect(c.read_response("PUT"), 201)
         expect(c.read_response("HEAD"), 200, b"12345", head=True)
         expect(c.read_response(), 404, b"key not found\n")
@@ -147,6 +192,9 @@ def pipeline_mixed():
         r = c.read_response("HEAD")
         expect(r, 200, ctype="application/json", head=True, length=len(b'{"k":"12345"}\n'))
         expect(c.read_response(), 200, b"12345")
+        expect(c.read_response(), 404, b"key not found\n")
+        expect(c.read_response(), 200, b"12345")
+        c.expect_silent(0.2)
 
 
 @case("pipelined GETs of a large value are all delivered to a slow reader")
@@ -204,7 +252,7 @@ def header_case():
 
 # -- chunked request bodies --------------------------------------------------
 
-@case("a chunked body of many small chunks is stored exactly")
+@case("chunked bodies of many small chunks and of no chunks are stored exactly")
 def chunked_many():
     k = Kvd()
     v = bytes((i % 26) + 65 for i in range(3000))
@@ -214,6 +262,7 @@ def chunked_many():
         c.send(build_request("PUT", "/k", chunked(v[:777], 13), [("Transfer-Encoding", "chunked")]))
         expect(c.read_response(), 204)
         expect(c.request("GET", "/k"), 200, v[:777])
+    chunked_empty()
 
 
 @case("chunk extensions, upper-case hex sizes and trailers are accepted")
@@ -233,7 +282,6 @@ def chunked_ext_trailers():
         c.assert_alive()
 
 
-@case("an empty chunked body stores an empty value")
 def chunked_empty():
     k = Kvd()
     with k.conn() as c:
@@ -247,26 +295,28 @@ def chunked_empty():
 @case("a malformed request line gets 400 with Connection close and the connection closes")
 def malformed_request_line():
     k = Kvd()
-    for data in [b"GET /k HTTP/1.1 extra\r\n" + H + b"\r\n",
-                 b"GET /k\r\n\r\n",
-                 b"GET  /k HTTP/1.1\r\n" + H + b"\r\n",
-                 b"GET /k HTTP/1.x\r\n" + H + b"\r\n",
-                 b"/k HTTP/1.1\r\n" + H + b"\r\n"]:
-        bad_request_closes(k, data, (400,))
-    # A lower-case method is not a known method: 400 or 501, and close.
-    bad_request_closes(k, b"get /k HTTP/1.1\r\n" + H + b"\r\n", (400, 501))
+    all_bad_requests_close(k, [
+        (b"GET /k HTTP/1.1 extra\r\n" + H + b"\r\n", (400,)),
+        (b"/k HTTP/1.1\r\n" + H + b"\r\n", (400,)),          # no method
+        (b"GET /k HTTP/1.1\r\r\n" + H + b"\r\n", (400,)),
+        # Not a well-formed HTTP-version: 400, or 505 as for an unknown one.
+        (b"GET /k\r\n\r\n", (400, 505)),
+        (b"GET /k HTTP/1.x\r\n" + H + b"\r\n", (400, 505)),
+        # A lower-case method is a valid token but no known method.
+        (b"get /k HTTP/1.1\r\n" + H + b"\r\n", (400, 501)),
+    ])
     k.request("GET", "/_health")
 
 
 @case("garbage bytes get 400 with Connection close and the connection closes")
 def garbage():
     k = Kvd()
-    for data in [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
-                 b"\x00\x01\x02\x03garbage\r\n\r\n",
-                 b"GET /k HTTP/1.1\r\nHost: x\r\nBad Header Name: v\r\n\r\n",
-                 b"GET /k HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n",
-                 b"GET /k HTTP/1.1\r\n Host: folded\r\n\r\n"]:
-        bad_request_closes(k, data)
+    all_bad_requests_close(k, [(data, (400,)) for data in [
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # a TLS ClientHello
+        b"\x00\x01\x02\x03garbage\r\n\r\n",
+        b"GET /k HTTP/1.1\r\nHost: x\r\nBad Header Name: v\r\n\r\n",
+        b"GET /k HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n",
+        b"GET /k HTTP/1.1\r\n Host: folded\r\n\r\n"]])
     assert k.dump() == b"{}\n"
 
 

@@ -156,14 +156,13 @@ def image_corrupt():
         one_line_error(kvdump("--image", k.data), "kvdump: %s/image.json: " % k.data)
 
 
-@case("kvdump of a missing dir exits 1 naming the dir and creates nothing")
 def missing_dir():
     d = os.path.join(mkdtemp(), "nothing-here")
     one_line_error(kvdump(d), "kvdump: %s: " % d)
     assert not os.path.exists(d)
 
 
-@case("kvdump of a non-kvd dir exits 1 naming the dir and leaves it untouched")
+@case("kvdump of a missing, empty or non-kvd dir exits 1 naming the dir and creates nothing")
 def not_kvd_dir():
     d = os.path.join(mkdtemp(), "other")
     os.mkdir(d)
@@ -175,3 +174,5 @@ def not_kvd_dir():
     os.mkdir(e)
     one_line_error(kvdump(e), "kvdump: %s: " % e)
     assert os.listdir(e) == []
+
+    missing_dir()
