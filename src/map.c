@@ -312,3 +312,19 @@ size_t kv_map_count(const kv_map_t *m) { return m->count; }
 uint64_t kv_map_bytes(const kv_map_t *m) { return m->bytes; }
 
 int kv_map_rehash_step(kv_map_t *m, size_t n) { return map_rehash(m, n); }
+
+/* Sizing the table once for a known count (a reload) saves the log2(n)
+ * incremental rehashes, each touching every record already inserted. */
+int kv_map_reserve(kv_map_t *m, size_t n) {
+  unsigned bits = map_bits_for(n);
+  int rc;
+
+  while (map_rehash(m, SIZE_MAX)) {
+  }
+  if (((size_t)1 << bits) <= m->t[0].mask + 1) return 0;
+  rc = map_start_rehash(m, bits);
+  if (rc != 0) return rc;
+  while (map_rehash(m, SIZE_MAX)) {
+  }
+  return 0;
+}

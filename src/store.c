@@ -15,6 +15,10 @@ static int store_load(kv_store_t *s) {
   kv_slice_t k, v;
   int rc;
 
+  uint64_t keys = 0;
+
+  if (kv_ckpt_stat(s->ckpt, &keys) == 0 && keys <= SIZE_MAX)
+    (void)kv_map_reserve(s->map, (size_t)keys); /* only an optimisation */
   rc = kv_ckpt_snap_open(s->ckpt, NULL, 0, &snap);
   if (rc != 0) goto out;
   while ((rc = kv_ckpt_snap_next(snap, &k, &v)) == 1) {

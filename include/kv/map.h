@@ -77,6 +77,10 @@ size_t kv_map_count(const kv_map_t *m);
 /* Sum of key and value bytes of every record in the map. */
 uint64_t kv_map_bytes(const kv_map_t *m);
 
+/* Sizes the table for n records at once, finishing any rehash.  Returns 0
+ * or KV_ENOMEM (the map is unchanged and still works). */
+int kv_map_reserve(kv_map_t *m, size_t n);
+
 /* Moves up to n buckets of an ongoing rehash.  Returns 1 while a rehash is
  * still in progress, 0 when none is. */
 int kv_map_rehash_step(kv_map_t *m, size_t n);

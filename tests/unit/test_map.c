@@ -579,3 +579,24 @@ KV_TEST(free_held, "freeing a map mid-rehash spares records held elsewhere") {
     kv_rec_unref(held[i]);
   }
 }
+
+KV_TEST(reserve, "reserving room for a known count leaves no rehash for the inserts") {
+  kv_map_t *m;
+  char key[32];
+
+  CHECK_INT(kv_map_new(&m), 0);
+  put_new(m, mks("early", "x"));
+  CHECK_INT(kv_map_reserve(m, 50000), 0);
+  CHECK_INT(kv_map_rehash_step(m, 0), 0);
+  for (int i = 0; i < 50000; i++) {
+    snprintf(key, sizeof(key), "key-%d", i);
+    put_new(m, mks(key, "v"));
+    if (kv_map_rehash_step(m, 0) != 0) KV__FAIL("rehash after %d inserts", i);
+  }
+  CHECK_INT(kv_map_count(m), 50001);
+  check_gets(m, "early", "x");
+  check_gets(m, "key-49999", "v");
+  CHECK_INT(kv_map_reserve(m, 10), 0); /* never shrinks */
+  check_gets(m, "key-0", "v");
+  kv_map_free(m);
+}
