@@ -64,7 +64,7 @@ static void ckpt_err(char *errbuf, size_t errlen, const char *fmt, ...) {
 static int ckpt_txn_err(int rc) {
   switch (rc) {
   case 0: return 0;
-  case MDB_MAP_FULL:
+  case MDB_MAP_FULL: return KV_EMAPFULL; /* the caller grows the map */
   case ENOSPC:
   case EDQUOT: return KV_ENOSPACE;
   case EIO: return KV_EIO;
@@ -179,6 +179,25 @@ static int ckpt_set_mapsize(MDB_env *env) {
   if (rc != 0) return rc;
   if (info.me_mapsize >= CKPT_MAPSIZE) return 0;
   return mdb_env_set_mapsize(env, CKPT_MAPSIZE);
+}
+
+int kv_ckpt_set_mapsize(kv_ckpt_t *c, size_t bytes) {
+  /* LMDB raises a size below the data's to the data's size. */
+  return mdb_env_set_mapsize(c->env, bytes) == 0 ? 0 : KV_ESTORE;
+}
+
+int kv_ckpt_grow(kv_ckpt_t *c, size_t *now) {
+  MDB_envinfo info;
+  size_t next;
+
+  if (mdb_env_info(c->env, &info) != 0) return KV_ESTORE;
+  next = info.me_mapsize < ((size_t)1 << 30) ? info.me_mapsize * 2
+                                              : info.me_mapsize +
+                                                    ((size_t)1 << 30);
+  if (next < info.me_mapsize || mdb_env_set_mapsize(c->env, next) != 0)
+    return KV_ENOSPACE;
+  *now = next;
+  return 0;
 }
 
 /* Opens "meta" and "data" and checks the format marker.  An environment

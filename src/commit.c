@@ -15,8 +15,35 @@
 
 static void commit_work(uv_work_t *req) {
   kv_store_t *s = req->data;
+  uint64_t t0 = uv_hrtime();
+
   s->commit_rc = s->commit_pre ? s->commit_pre
                                : kv_ckpt_commit(s->ckpt, s->ops, s->ops_n);
+  s->commit_ns = uv_hrtime() - t0;
+}
+
+static void commit_done(uv_work_t *req, int uvstatus);
+
+/* Grows the LMDB map after KV_EMAPFULL and commits the same batch again.
+ * LMDB allows resizing only with no transaction open in the process, so
+ * this waits for an image build's snapshot to close (image_done calls it
+ * again); the batch stays in flight meanwhile, unanswered. */
+void kv__commit_grow(kv_store_t *s) {
+  size_t now;
+  int rc;
+
+  if (!s->grow_wanted || s->imaging) return;
+  s->grow_wanted = 0;
+  rc = kv_ckpt_grow(s->ckpt, &now);
+  if (rc != 0) {
+    kv_log_error("%s: cannot grow the LMDB map: %s", s->dir,
+                 kv_strerror(rc));
+    s->commit_rc = rc;
+    commit_done(&s->commit_work, 0);
+    return;
+  }
+  kv_log_info("%s: LMDB map grown to %zu KiB", s->dir, now >> 10);
+  uv_queue_work(s->loop, &s->commit_work, commit_work, commit_done);
 }
 
 /* Applies a committed batch to the map and answers each write in order.
@@ -28,6 +55,16 @@ static void commit_done(uv_work_t *req, int uvstatus) {
   kv_write_t *w = s->fly, *next;
   int rc = uvstatus != 0 ? KV_ESTORE : s->commit_rc;
 
+  if (rc == KV_EMAPFULL) {
+    s->grow_wanted = 1;
+    kv__commit_grow(s);
+    return;
+  }
+  if (s->metrics && rc == 0) {
+    kv_hist_observe(&s->metrics->batch, (double)s->ops_n);
+    kv_hist_observe(&s->metrics->commit, (double)s->commit_ns / 1e9);
+  }
+  if (s->metrics && rc != 0) kv_metrics_error(s->metrics, rc);
   s->fly = NULL;
   s->ops_n = 0;
   if (rc == 0) {

@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kv/error.h"
 #include "kv/log.h"
@@ -93,6 +94,8 @@ static void conn_fail(kv_conn_t *c, int err) {
   read_stop(c);
   if (kv_http_error(kv_conn_out(c), c->srv->date, err, NULL, 1, head_only))
     kv_conn_close(c);
+  kv_metrics_error(&c->srv->metrics, err);
+  kv_conn_answered(c, kv_err_status(err), strlen(kv_strerror(err)) + 1);
 }
 
 /* A method llhttp does not know is 501 only when it is a plausible method
@@ -132,7 +135,7 @@ static int parse_error(kv_conn_t *c, llhttp_errno_t e, const char *data,
  * there (a resumed connection parsing what it had kept). */
 static void conn_feed(kv_conn_t *c, const char *data, size_t len,
                       int from_pending) {
-  llhttp_errno_t e = llhttp_execute(&c->http.parser, data, len);
+  llhttp_errno_t e = kv_http_execute(&c->http, data, len);
   const char *pos;
   size_t rest;
 
@@ -144,7 +147,7 @@ static void conn_feed(kv_conn_t *c, const char *data, size_t len,
     if (!pos || pos >= data + len) return;
     len -= (size_t)(pos - data);
     data = pos;
-    e = llhttp_execute(&c->http.parser, data, len);
+    e = kv_http_execute(&c->http, data, len);
   }
   if (e == HPE_PAUSED_UPGRADE) e = HPE_PAUSED;
   if (e == HPE_OK) return;
@@ -309,6 +312,7 @@ void kv_conn_resume(kv_conn_t *c) {
 
 static int hook_begin(llhttp_t *p) {
   kv_conn_t *c = conn_of(p);
+  c->t0 = uv_hrtime();
   c->state = KV_CONN_HEAD;
   c->deadline = now_ms(c) + c->srv->cfg.header_timeout_ms;
   return 0;
@@ -362,8 +366,32 @@ void kv_conn_settings(llhttp_settings_t *s) {
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-int kv_conn_accept(kv_server_t *srv, uv_stream_t *listener) {
+/* Counts an answer and writes its access-log line, in the Common Log
+ * Format after the "kvd: " prefix, with the target escaped. */
+void kv_conn_answered(kv_conn_t *c, int status, size_t body) {
+  kv_req_t *r = &c->http.req;
+  double secs = c->t0 ? (double)(uv_hrtime() - c->t0) / 1e9 : 0;
+  char target[1024], when[64];
+  struct tm tm;
+  time_t now;
+
+  kv_metrics_request(&c->srv->metrics, r->has_method ? r->method : -1,
+                     status, secs);
+  if (!c->srv->cfg.access_log) return;
+  now = time(NULL);
+  gmtime_r(&now, &tm);
+  strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+  kv_log_escape(target, sizeof(target), r->url ? r->url : "",
+                r->url ? r->url_len : 0);
+  kv_log_info("%s - - [%s] \"%s %s HTTP/%d.%d\" %d %zu", c->peer, when,
+              r->has_method ? llhttp_method_name(r->method) : "-",
+              target, r->http_major, r->http_minor, status, body);
+}
+
+int kv_conn_accept(kv_server_t *srv, uv_stream_t *listener, int refuse) {
   kv_conn_t *c = calloc(1, sizeof(*c));
+  struct sockaddr_storage ss;
+  int namelen = sizeof(ss);
   int rc;
 
   if (!c) return KV_ENOMEM;
@@ -381,10 +409,28 @@ int kv_conn_accept(kv_server_t *srv, uv_stream_t *listener) {
     return rc;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  snprintf(c->peer, sizeof(c->peer), "-");
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &namelen) == 0)
+    uv_ip_name((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
   c->state = KV_CONN_IDLE;
   /* A new connection gets the head timeout: a client that connects and
    * says nothing is holding a slot, not idling between requests. */
   c->deadline = now_ms(c) + srv->cfg.header_timeout_ms;
+  if (refuse) {
+    /* Over --max-connections: say so and close, rather than leave the
+     * client hanging in the backlog. */
+    srv->metrics.conns_refused++;
+    c->close_after = 1;
+    c->paused = 1;
+    if (kv_http_error(kv_conn_out(c), srv->date, KV_EBUSYCONN,
+                      "Retry-After: 1\r\n", 1, 0) != 0) {
+      kv_conn_close(c);
+      return KV_ENOMEM;
+    }
+    conn_flush(c);
+    return 0;
+  }
+  srv->metrics.conns_accepted++;
   read_start(c);
   return 0;
 }

@@ -127,7 +127,7 @@ static char *put(char *p, const char *s) {
 }
 
 int kv_http_head(kv_out_t *o, const char *date, int status, const char *ctype,
-                 int64_t clen, const char *allow, int close) {
+                 int64_t clen, const char *extra, int close) {
   char buf[512], *p = buf;
 
   p += snprintf(p, 64, "HTTP/1.1 %d %s\r\nDate: ", status,
@@ -141,11 +141,7 @@ int kv_http_head(kv_out_t *o, const char *date, int status, const char *ctype,
   }
   if (clen >= 0) p += snprintf(p, 48, "Content-Length: %lld\r\n",
                                (long long)clen);
-  if (allow) {
-    p = put(p, "Allow: ");
-    p = put(p, allow);
-    p = put(p, "\r\n");
-  }
+  if (extra) p = put(p, extra);
   if (close) p = put(p, "Connection: close\r\n");
   p = put(p, "\r\n");
   return kv_out_append(o, buf, (size_t)(p - buf));
@@ -254,6 +250,11 @@ static int on_header_field_complete(llhttp_t *p) {
       r->cur_hdr = KV_HDR_CTYPE;
     else if (r->hname_len == 6 && !strncasecmp(r->hname, "expect", 6))
       r->cur_hdr = KV_HDR_EXPECT;
+    else if (r->hname_len == 4 && !strncasecmp(r->hname, "host", 4))
+      r->nhost++;
+    else if (r->hname_len == 13 &&
+             !strncasecmp(r->hname, "authorization", 13) && !r->auth_len)
+      r->cur_hdr = KV_HDR_AUTH;
   }
   r->hname_len = 0;
   r->hname_long = 0;
@@ -273,7 +274,22 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   kv_http_t *h = kv_http_of(p);
   kv_req_t *r = &h->req;
 
-  if (r->cur_hdr == KV_HDR_CTYPE)
+  /* llhttp passes an obsolete folded line (CRLF then SP or HT) on as more
+   * value; RFC 9112 says to reject it.  A value piece that starts with
+   * whitespace right after a line feed is exactly that. */
+  if (len && (at[0] == ' ' || at[0] == '\t') &&
+      (at > h->chunk ? at[-1] : h->prev_last) == '\n') {
+    r->fatal = KV_EFOLD;
+    return HPE_USER;
+  }
+  if (r->cur_hdr == KV_HDR_AUTH) {
+    if (r->auth_len + len >= sizeof(r->auth)) {
+      r->auth_len = sizeof(r->auth); /* too long: cannot match */
+    } else {
+      memcpy(r->auth + r->auth_len, at, len);
+      r->auth_len += len;
+    }
+  } else if (r->cur_hdr == KV_HDR_CTYPE)
     append_bounded(r->ctype, &r->ctype_len, sizeof(r->ctype), at, len);
   else if (r->cur_hdr == KV_HDR_EXPECT)
     append_bounded(r->expect, &r->expect_len, sizeof(r->expect), at, len);
@@ -333,6 +349,7 @@ static int on_headers_complete(llhttp_t *p) {
   h->req.in_head = 0;
   h->req.in_body = 1;
   h->req.method = (uint8_t)p->method;
+  h->req.has_method = 1;
   h->req.http_major = p->http_major;
   h->req.http_minor = p->http_minor;
   return hook_head(p);
@@ -358,6 +375,15 @@ void kv_http_settings(llhttp_settings_t *s, llhttp_cb on_begin,
   s->on_headers_complete = on_headers_complete;
   s->on_body = on_body;
   s->on_message_complete = on_message_complete;
+}
+
+llhttp_errno_t kv_http_execute(kv_http_t *h, const char *data, size_t len) {
+  llhttp_errno_t e;
+
+  h->chunk = data;
+  e = llhttp_execute(&h->parser, data, len);
+  if (len) h->prev_last = data[len - 1];
+  return e;
 }
 
 void kv_http_init(kv_http_t *h, const llhttp_settings_t *s,

@@ -57,6 +57,10 @@ static void image_done(uv_work_t *req, int uvstatus) {
   kv_ckpt_snap_close(s->snap);
   s->snap = NULL;
   s->imaging = 0;
+  if (s->metrics && rc == 0) {
+    kv_hist_observe(&s->metrics->image, (double)s->build_ms / 1e3);
+    s->metrics->image_bytes = kv_image_len(s->built);
+  }
   if (rc == 0) {
     kv_image_unref(s->image);
     s->image = s->built;
@@ -67,6 +71,11 @@ static void image_done(uv_work_t *req, int uvstatus) {
     kv_log_warn("%s: cannot write the image: %s", s->dir, kv_strerror(rc));
   }
   answer_waiters(s, rc, s->snap_seq);
+  /* A commit waiting to grow the map needed this snapshot closed. */
+  if (s->grow_wanted) {
+    kv__commit_grow(s);
+    return;
+  }
   kv__imager_kick(s);
   kv__store_maybe_drained(s);
 }

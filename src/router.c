@@ -2,6 +2,7 @@
 #include "kv/router.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -9,9 +10,11 @@
 #include "kv/error.h"
 #include "kv/server.h"
 
-#define ALLOW_READ "GET, HEAD"
-#define ALLOW_KEY "GET, HEAD, PUT, POST, DELETE"
+#define ALLOW_READ "Allow: GET, HEAD\r\n"
+#define ALLOW_KEY "Allow: GET, HEAD, PUT, POST, DELETE\r\n"
+#define CHALLENGE "WWW-Authenticate: Bearer realm=\"kvd\"\r\n"
 #define FORM_TYPE "application/x-www-form-urlencoded"
+#define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
 
 static kv_conn_t *conn_of_write(kv_write_t *w) {
   return (kv_conn_t *)(void *)((char *)w - offsetof(kv_conn_t, write));
@@ -31,22 +34,34 @@ static int is_form(const kv_req_t *r) {
   return n == sizeof(FORM_TYPE) - 1 && !strncasecmp(p, FORM_TYPE, n);
 }
 
-/* Decodes the key from the target's path, in place in the URL buffer. */
-static int route_key(kv_req_t *r, char *path, size_t plen) {
+/* Decodes the key from the target's path.  The raw target is kept for the
+ * access log, so decoding goes through a buffer big enough for any path
+ * that can decode to a legal key: each decoded byte takes at most three. */
+static int route_key(kv_req_t *r, const char *path, size_t plen) {
+  char buf[3 * KV_KEY_MAX];
   size_t klen;
-  int rc = kv_percent_decode(path, plen, path, &klen);
+  int rc;
 
+  if (plen > sizeof(buf)) {
+    /* Too long either way; a bad escape still takes precedence. */
+    char *tmp = malloc(plen);
+    if (!tmp) return KV_ENOMEM;
+    rc = kv_percent_decode(path, plen, tmp, &klen);
+    free(tmp);
+    return rc == KV_EENCODING ? rc : KV_EKEYLEN;
+  }
+  rc = kv_percent_decode(path, plen, buf, &klen);
   if (rc != 0) return rc;
   if (klen > KV_KEY_MAX) return KV_EKEYLEN;
-  if (klen == 0 || !kv_utf8_valid(path, klen)) return KV_EKEY;
-  memcpy(r->key, path, klen);
+  if (klen == 0 || !kv_utf8_valid(buf, klen)) return KV_EKEY;
+  memcpy(r->key, buf, klen);
   r->key[klen] = '\0';
   r->klen = klen;
   return 0;
 }
 
 static void route_target(kv_req_t *r) {
-  char *path;
+  const char *path;
   size_t plen;
 
   if (r->url_len == 0 || r->url[0] != '/') {
@@ -60,6 +75,10 @@ static void route_target(kv_req_t *r) {
   } else if (path[0] == '_') {
     if (plen == 7 && memcmp(path, "_health", 7) == 0)
       r->route = KV_ROUTE_HEALTH;
+    else if (plen == 6 && memcmp(path, "_ready", 6) == 0)
+      r->route = KV_ROUTE_READY;
+    else if (plen == 8 && memcmp(path, "_metrics", 8) == 0)
+      r->route = KV_ROUTE_METRICS;
     else
       r->err = KV_ENOENDPOINT;
   } else {
@@ -75,12 +94,41 @@ static void route_target(kv_req_t *r) {
   case HTTP_POST:
   case HTTP_DELETE:
     if (r->route == KV_ROUTE_KEY) return;
-    r->allow = ALLOW_READ;
+    r->extra = ALLOW_READ;
     break;
   default:
-    r->allow = r->route == KV_ROUTE_KEY ? ALLOW_KEY : ALLOW_READ;
+    r->extra = r->route == KV_ROUTE_KEY ? ALLOW_KEY : ALLOW_READ;
   }
   r->err = KV_EMETHOD;
+}
+
+/* Compares the Authorization header with "Bearer <token>" in time that
+ * depends only on the token's length. */
+static int token_ok(const kv_config_t *cfg, const kv_req_t *r) {
+  static const char scheme[] = "Bearer ";
+  const size_t sl = sizeof(scheme) - 1;
+  const char *given = r->auth + sl;
+  size_t glen;
+  unsigned char d = 0;
+
+  if (r->auth_len < sl || r->auth_len >= sizeof(r->auth) ||
+      strncasecmp(r->auth, scheme, sl) != 0)
+    return 0;
+  glen = r->auth_len - sl;
+  for (size_t i = 0; i < cfg->token_len; i++)
+    d |= (unsigned char)((i < glen ? given[i] : 0) ^ cfg->token[i]);
+  return d == 0 && glen == cfg->token_len;
+}
+
+/* Whether this request needs the token: writes always, everything with
+ * --auth all, except liveness and readiness, which probes must reach. */
+static int needs_token(const kv_config_t *cfg, const kv_req_t *r) {
+  if (!cfg->token_len) return 0;
+  if (r->method == HTTP_PUT || r->method == HTTP_POST ||
+      r->method == HTTP_DELETE)
+    return 1;
+  if (cfg->auth != KV_AUTH_ALL) return 0;
+  return r->route != KV_ROUTE_HEALTH && r->route != KV_ROUTE_READY;
 }
 
 int kv_route_head(kv_conn_t *c) {
@@ -104,6 +152,13 @@ int kv_route_head(kv_conn_t *c) {
     r->expect_continue = (clen > 0 || chunked) && r->http_minor >= 1;
   }
   route_target(r);
+  /* RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in 1.0. */
+  if (r->nhost > 1 || (r->nhost == 0 && r->http_minor >= 1))
+    r->err = KV_EHOST;
+  if (needs_token(&c->srv->cfg, r) && !token_ok(&c->srv->cfg, r)) {
+    r->err = KV_EAUTH;
+    r->extra = CHALLENGE;
+  }
   r->body_mode = KV_BODY_DISCARD;
   if (!r->err && (r->method == HTTP_PUT || r->method == HTTP_POST)) {
     r->is_form = r->method == HTTP_POST && is_form(r);
@@ -129,51 +184,74 @@ int kv_route_head(kv_conn_t *c) {
 
 /* ---- answers ------------------------------------------------------------ */
 
-static void answer_value(kv_conn_t *c, int status, kv_rec_t *rec) {
-  kv_out_t *o = kv_conn_out(c);
-  int head_only = c->http.req.method == HTTP_HEAD;
+static void answer_head(kv_conn_t *c, int status, const char *ctype,
+                        int64_t clen) {
+  kv_http_head(kv_conn_out(c), kv_conn_date(c), status, ctype, clen, NULL,
+               kv_conn_last_answer(c));
+  kv_conn_answered(c, status, clen > 0 ? (size_t)clen : 0);
+}
 
-  if (kv_http_head(o, kv_conn_date(c), status, KV_CT_TEXT, rec->vlen, NULL,
-                   kv_conn_last_answer(c)) == 0 &&
-      !head_only)
-    kv_out_append_rec(o, rec, kv_rec_value(rec), rec->vlen);
+static void answer_value(kv_conn_t *c, int status, kv_rec_t *rec) {
+  answer_head(c, status, KV_CT_TEXT, rec->vlen);
+  if (c->http.req.method != HTTP_HEAD)
+    kv_out_append_rec(kv_conn_out(c), rec, kv_rec_value(rec), rec->vlen);
 }
 
 static void answer_error(kv_conn_t *c, int err) {
   kv_req_t *r = &c->http.req;
-  kv_http_error(kv_conn_out(c), kv_conn_date(c), err, r->allow,
+
+  kv_http_error(kv_conn_out(c), kv_conn_date(c), err, r->extra,
                 kv_conn_last_answer(c), r->method == HTTP_HEAD);
+  kv_metrics_error(&c->srv->metrics, err);
+  kv_conn_answered(c, kv_err_status(err), strlen(kv_strerror(err)) + 1);
+}
+
+static void answer_text(kv_conn_t *c, const char *ctype, const char *body,
+                        size_t len) {
+  answer_head(c, 200, ctype, (int64_t)len);
+  if (c->http.req.method != HTTP_HEAD)
+    kv_out_append(kv_conn_out(c), body, len);
 }
 
 static void answer_image(kv_conn_t *c, kv_image_t *img) {
-  kv_out_t *o = kv_conn_out(c);
+  answer_head(c, 200, KV_CT_JSON, (int64_t)kv_image_len(img));
+  if (c->http.req.method != HTTP_HEAD)
+    kv_out_append_image(kv_conn_out(c), img);
+}
 
-  if (kv_http_head(o, kv_conn_date(c), 200, KV_CT_JSON,
-                   (int64_t)kv_image_len(img), NULL,
-                   kv_conn_last_answer(c)) == 0 &&
-      c->http.req.method != HTTP_HEAD)
-    kv_out_append_image(o, img);
+static void answer_metrics(kv_conn_t *c) {
+  kv_server_t *srv = c->srv;
+  kv_store_t *s = srv->store;
+  kv_metrics_gauges_t g = {
+      .keys = kv_map_count(s->map),
+      .bytes = kv_map_bytes(s->map),
+      .conns = srv->nconns,
+      .seq = s->seq,
+      .ready = srv->ready,
+      .writes_failed = s->failed,
+  };
+  char *text;
+  size_t len;
+
+  if (kv_metrics_render(&srv->metrics, &g, &text, &len) != 0) {
+    answer_error(c, KV_ENOMEM);
+    return;
+  }
+  answer_text(c, CT_METRICS, text, len);
+  free(text);
 }
 
 static void on_written(kv_write_t *w, int status, int existed) {
   kv_conn_t *c = conn_of_write(w);
   kv_req_t *r = &c->http.req;
-  kv_out_t *o = kv_conn_out(c);
-  const char *date = kv_conn_date(c);
-  int close = kv_conn_last_answer(c);
 
-  if (status != 0) {
-    answer_error(c, status);
-  } else if (r->method == HTTP_PUT) {
-    if (existed) kv_http_head(o, date, 204, NULL, -1, NULL, close);
-    else kv_http_head(o, date, 201, NULL, 0, NULL, close);
-  } else if (r->method == HTTP_POST) {
-    answer_value(c, existed ? 200 : 201, r->rec);
-  } else if (existed) {
-    kv_http_head(o, date, 204, NULL, -1, NULL, close);
-  } else {
-    answer_error(c, KV_ENOTFOUND);
-  }
+  if (status != 0) answer_error(c, status);
+  else if (r->method == HTTP_PUT) answer_head(c, existed ? 204 : 201, NULL,
+                                              existed ? -1 : 0);
+  else if (r->method == HTTP_POST) answer_value(c, existed ? 200 : 201,
+                                                r->rec);
+  else if (existed) answer_head(c, 204, NULL, -1);
+  else answer_error(c, KV_ENOTFOUND);
   kv_conn_resume(c);
 }
 
@@ -230,7 +308,6 @@ static int handle_write(kv_conn_t *c, kv_req_t *r) {
 
 int kv_route_message(kv_conn_t *c) {
   kv_req_t *r = &c->http.req;
-  kv_out_t *o = kv_conn_out(c);
   kv_rec_t *rec;
   kv_image_t *img;
 
@@ -240,10 +317,18 @@ int kv_route_message(kv_conn_t *c) {
   }
   switch (r->route) {
   case KV_ROUTE_HEALTH:
-    if (kv_http_head(o, kv_conn_date(c), 200, KV_CT_TEXT, 3, NULL,
-                     kv_conn_last_answer(c)) == 0 &&
-        r->method != HTTP_HEAD)
-      kv_out_append(o, "ok\n", 3);
+    answer_text(c, KV_CT_TEXT, "ok\n", 3);
+    return 0;
+  case KV_ROUTE_READY:
+    /* kvd listens only once the map is loaded, so this is 200 whenever
+     * it can be asked; it stops being ready while shutting down. */
+    if (c->srv->ready && !c->srv->shutting_down)
+      answer_text(c, KV_CT_TEXT, "ready\n", 6);
+    else
+      answer_error(c, KV_ESHUTDOWN);
+    return 0;
+  case KV_ROUTE_METRICS:
+    answer_metrics(c);
     return 0;
   case KV_ROUTE_ROOT:
     c->iwait.done = on_image;

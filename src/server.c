@@ -2,8 +2,13 @@
  * once-a-second sweep, and an orderly shutdown. */
 #include "kv/server.h"
 
+#include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -13,6 +18,29 @@
 
 #define KV_BACKLOG 1024
 #define KV_SHUTDOWN_MS 10000
+
+/* systemd's readiness protocol, without libsystemd: one datagram to
+ * $NOTIFY_SOCKET ("@" starts an abstract socket name). */
+static void notify(const char *msg) {
+  const char *path = getenv("NOTIFY_SOCKET");
+  struct sockaddr_un sa;
+  size_t n;
+  int fd;
+
+  if (!path || (path[0] != '/' && path[0] != '@')) return;
+  n = strlen(path);
+  if (n >= sizeof(sa.sun_path)) return;
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  memcpy(sa.sun_path, path, n);
+  if (sa.sun_path[0] == '@') sa.sun_path[0] = '\0';
+  fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0)
+    kv_log_warn("NOTIFY_SOCKET: %s", strerror(errno));
+  close(fd);
+}
 
 static void update_date(kv_server_t *srv) {
   kv_http_date(srv->date, time(NULL));
@@ -45,7 +73,7 @@ static void on_connection(uv_stream_t *listener, int status) {
     kv_log_warn("accept: %s", uv_strerror(status));
     return;
   }
-  rc = kv_conn_accept(srv, listener);
+  rc = kv_conn_accept(srv, listener, srv->nconns >= srv->cfg.max_conns);
   if (rc != 0 && rc != UV_EAGAIN)
     kv_log_warn("accept: %s", rc < -100 ? uv_strerror(rc) : kv_strerror(rc));
 }
@@ -53,6 +81,7 @@ static void on_connection(uv_stream_t *listener, int status) {
 static void finish(kv_server_t *srv) {
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
   uv_close((uv_handle_t *)&srv->sigint, NULL);
+  uv_close((uv_handle_t *)&srv->sighup, NULL);
   uv_close((uv_handle_t *)&srv->sweep, NULL);
   uv_close((uv_handle_t *)&srv->deadline, NULL);
   uv_close((uv_handle_t *)&srv->check, NULL);
@@ -95,6 +124,7 @@ static void on_signal(uv_signal_t *h, int signum) {
 
   if (srv->shutting_down) return;
   srv->shutting_down = 1;
+  notify("STOPPING=1");
   kv_log_info("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
   uv_close((uv_handle_t *)&srv->listener, NULL);
   uv_timer_start(&srv->deadline, on_deadline, KV_SHUTDOWN_MS, 0);
@@ -104,6 +134,50 @@ static void on_signal(uv_signal_t *h, int signum) {
     kv_conn_drain(c);
   }
   kv_store_drain(srv->store, on_drained);
+}
+
+static void apply_limits(kv_server_t *srv) {
+  srv->limits.max_uri = srv->cfg.max_uri;
+  srv->limits.max_head = srv->cfg.max_head;
+  srv->limits.max_value = srv->cfg.max_value;
+  srv->limits.max_headers = srv->cfg.max_headers;
+  kv_log_set_level(srv->cfg.log_level);
+}
+
+/* SIGHUP: reopen the log and re-read the config file.  Limits, timeouts,
+ * logging and the token apply at once; where to listen, the data
+ * directory, the sync mode and the map size need a restart. */
+static void on_hup(uv_signal_t *h, int signum) {
+  kv_server_t *srv = h->data;
+  kv_config_t next, *cur = &srv->cfg;
+  (void)signum;
+
+  if (kv_log_open(cur->log_file) != 0)
+    kv_log_error("%s: cannot reopen the log: %s", cur->log_file,
+                 strerror(errno));
+  if (kv_config_reload(cur, srv->argc, srv->argv, &next) != 0) {
+    kv_log_error("SIGHUP: configuration not reloaded; keeping the old one");
+    return;
+  }
+  if (strcmp(next.host, cur->host) || next.port != cur->port)
+    kv_log_warn("SIGHUP: listen changed: needs a restart");
+  if (strcmp(next.data, cur->data))
+    kv_log_warn("SIGHUP: data changed: needs a restart");
+  if (next.sync != cur->sync)
+    kv_log_warn("SIGHUP: sync changed: needs a restart");
+  if (next.map_size != cur->map_size)
+    kv_log_warn("SIGHUP: map-size changed: needs a restart");
+  if (strcmp(next.log_file, cur->log_file) && kv_log_open(next.log_file))
+    kv_log_error("%s: cannot open the log: %s", next.log_file,
+                 strerror(errno));
+  memcpy(next.host, cur->host, sizeof(next.host));
+  next.port = cur->port;
+  memcpy(next.data, cur->data, sizeof(next.data));
+  next.sync = cur->sync;
+  next.map_size = cur->map_size;
+  *cur = next;
+  apply_limits(srv);
+  kv_log_info("SIGHUP: configuration reloaded");
 }
 
 static int listen_on(kv_server_t *srv) {
@@ -141,36 +215,54 @@ int kv_server_main(int argc, char **argv) {
     fprintf(stderr, "kvd: out of memory\n");
     return 1;
   }
-  kv_config_defaults(&srv->cfg);
   rc = kv_config_parse(&srv->cfg, argc, argv);
   if (rc != KV_CONFIG_RUN) {
     free(srv);
-    return rc == KV_CONFIG_EXIT_OK ? 0 : 2;
+    return rc == KV_CONFIG_EXIT_OK ? 0 : rc == KV_CONFIG_EXIT_USAGE ? 2 : 1;
+  }
+  /* Like Redis's protected mode: an open port with no token is a
+   * mistake unless the user says otherwise. */
+  if (!kv_config_is_loopback(srv->cfg.host) && !srv->cfg.token_len &&
+      !srv->cfg.insecure) {
+    fprintf(stderr, "kvd: refusing to listen on %s without --token-file "
+                    "(pass --insecure to allow it)\n", srv->cfg.host);
+    free(srv);
+    return 2;
+  }
+  srv->argc = argc;
+  srv->argv = argv;
+  if (kv_log_open(srv->cfg.log_file) != 0) {
+    fprintf(stderr, "kvd: %s: cannot open the log: %s\n", srv->cfg.log_file,
+            strerror(errno));
+    free(srv);
+    return 1;
   }
   signal(SIGPIPE, SIG_IGN);
+  kv_metrics_init(&srv->metrics);
   srv->loop = uv_default_loop();
   srv->loop->data = srv;
-  srv->limits.max_uri = srv->cfg.max_uri;
-  srv->limits.max_head = srv->cfg.max_head;
-  srv->limits.max_value = srv->cfg.max_value;
-  srv->limits.max_headers = srv->cfg.max_headers;
+  apply_limits(srv);
   kv_conn_settings(&srv->settings);
   srv->rbuf = malloc(KV_READ_BUF);
   update_date(srv);
 
   rc = srv->rbuf ? kv_store_open(srv->loop, srv->cfg.data, srv->cfg.sync,
+                                 srv->cfg.map_size, &srv->metrics,
                                  &srv->store, err, sizeof(err))
                  : KV_ENOMEM;
   if (rc != 0) {
     fprintf(stderr, "kvd: %s: %s\n", srv->cfg.data,
             srv->rbuf ? err : kv_strerror(rc));
+    if (srv->cfg.log_file[0])
+      kv_log_error("%s: %s", srv->cfg.data, srv->rbuf ? err : kv_strerror(rc));
     rc = 1;
     goto out;
   }
+  srv->ready = 1;
   rc = listen_on(srv);
   if (rc != 0) {
-    fprintf(stderr, "kvd: cannot listen on %s:%d: %s\n", srv->cfg.host,
-            srv->cfg.port, uv_strerror(rc));
+    kv_log_error("cannot listen on %s:%d: %s", srv->cfg.host, srv->cfg.port,
+                 uv_strerror(rc));
     kv_store_close(srv->store);
     uv_close((uv_handle_t *)&srv->listener, NULL);
     uv_run(srv->loop, UV_RUN_DEFAULT);
@@ -182,6 +274,9 @@ int kv_server_main(int argc, char **argv) {
   srv->sigterm.data = srv->sigint.data = srv;
   uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
   uv_signal_start(&srv->sigint, on_signal, SIGINT);
+  uv_signal_init(srv->loop, &srv->sighup);
+  srv->sighup.data = srv;
+  uv_signal_start(&srv->sighup, on_hup, SIGHUP);
   uv_timer_init(srv->loop, &srv->sweep);
   uv_timer_init(srv->loop, &srv->deadline);
   srv->sweep.data = srv->deadline.data = srv;
@@ -190,6 +285,7 @@ int kv_server_main(int argc, char **argv) {
   srv->check.data = srv;
   uv_check_start(&srv->check, on_check);
 
+  notify("READY=1");
   uv_run(srv->loop, UV_RUN_DEFAULT);
   rc = srv->exit_code;
 out:

@@ -40,7 +40,8 @@ out:
 }
 
 int kv_store_open(uv_loop_t *loop, const char *dir, kv_sync_t sync,
-                  kv_store_t **out, char *errbuf, size_t errlen) {
+                  size_t map_size, kv_metrics_t *metrics, kv_store_t **out,
+                  char *errbuf, size_t errlen) {
   kv_store_t *s;
   uint64_t t0 = uv_hrtime();
   int rc;
@@ -52,9 +53,15 @@ int kv_store_open(uv_loop_t *loop, const char *dir, kv_sync_t sync,
     goto fail;
   }
   s->loop = loop;
+  s->metrics = metrics;
   s->pend_tail = &s->pend_head;
   rc = kv_ckpt_open(dir, sync, 0, &s->ckpt, errbuf, errlen);
   if (rc != 0) goto fail;
+  if (map_size && (rc = kv_ckpt_set_mapsize(s->ckpt, map_size)) != 0) {
+    snprintf(errbuf, errlen, "cannot set the map size: %s",
+             kv_strerror(rc));
+    goto fail;
+  }
   rc = kv_map_new(&s->map);
   if (rc == 0) rc = store_load(s);
   if (rc != 0) {

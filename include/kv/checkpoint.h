@@ -40,6 +40,16 @@ int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags, kv_ckpt_t **out,
 
 void kv_ckpt_close(kv_ckpt_t *c);
 
+/* Sets the LMDB map size (address space, not disk space); a size below
+ * the data's is raised to it.  No transaction of this process may be
+ * open.  Returns 0 or KV_ESTORE. */
+int kv_ckpt_set_mapsize(kv_ckpt_t *c, size_t bytes);
+
+/* Grows the map after KV_EMAPFULL: doubles it up to 1 GiB, then adds
+ * 1 GiB at a time.  No transaction of this process may be open.  Returns
+ * 0 with the new size in *now, or KV_ENOSPACE. */
+int kv_ckpt_grow(kv_ckpt_t *c, size_t *now);
+
 enum { KV_OP_PUT = 1, KV_OP_DEL = 2 };
 
 typedef struct {
@@ -50,8 +60,9 @@ typedef struct {
 
 /* Applies ops in order in one write transaction and commits it (with fsync
  * unless KV_SYNC_NONE).  Deleting a missing key is not an error.  On
- * failure nothing of the batch is applied.  Returns 0, KV_ENOSPACE (disk or
- * LMDB map full), KV_EIO or KV_ESTORE. */
+ * failure nothing of the batch is applied.  Returns 0, KV_EMAPFULL (grow
+ * the map and retry), KV_ENOSPACE (the disk is full), KV_EIO or
+ * KV_ESTORE. */
 int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n);
 
 /* Number of keys in "data", from a fresh read txn.  Returns 0, KV_EIO or

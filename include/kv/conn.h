@@ -36,6 +36,8 @@ typedef struct kv_conn {
   struct kv_conn *prev, *next;
   int state;
   uint64_t deadline; /* uv_now() ms when the current state times out */
+  uint64_t t0;       /* uv_hrtime() when the current request began */
+  char peer[48];     /* the client's address, for the access log */
 
   char *pending; /* unparsed bytes held while paused */
   size_t pending_len, pending_cap;
@@ -59,8 +61,12 @@ typedef struct kv_conn {
   unsigned keep : 1;        /* the request asked for keep-alive */
 } kv_conn_t;
 
-/* Accepts a connection from the listener's socket. */
-int kv_conn_accept(struct kv_server *srv, uv_stream_t *listener);
+/* Accepts a connection from the listener's socket.  With refuse, it is
+ * answered 503 with Retry-After and closed (--max-connections). */
+int kv_conn_accept(struct kv_server *srv, uv_stream_t *listener, int refuse);
+
+/* Counts one answer in the metrics and the access log. */
+void kv_conn_answered(kv_conn_t *c, int status, size_t body);
 
 /* Closes the connection now, or as soon as the store has answered it. */
 void kv_conn_close(kv_conn_t *c);

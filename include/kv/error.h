@@ -35,7 +35,12 @@
   X(EEXPECT,    -23, 417, "unsupported Expect header")                        \
   X(EVERSION,   -24, 505, "HTTP version not supported")                      \
   X(ENOENDPOINT, -25, 404, "no such endpoint")                               \
-  X(EBUSY,      -26, 503, "another kvd is using this data directory")
+  X(EBUSY,      -26, 503, "another kvd is using this data directory")      \
+  X(EMAPFULL,   -27, 507, "the LMDB map is full")                          \
+  X(EHOST,      -28, 400, "an HTTP/1.1 request needs exactly one Host header") \
+  X(EFOLD,      -29, 400, "obsolete line folding is not allowed")           \
+  X(EAUTH,      -30, 401, "missing or invalid bearer token")                \
+  X(EBUSYCONN,  -31, 503, "too many connections")
 
 enum {
 #define KV__ERR_ENUM(name, code, status, msg) KV_##name = (code),

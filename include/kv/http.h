@@ -63,12 +63,12 @@ void kv_out_reset(kv_out_t *o);
 void kv_out_free(kv_out_t *o);
 
 /* Response heads.  clen < 0 means no Content-Length (204); ctype may be
- * NULL; allow is the Allow header's value or NULL; close adds
- * "Connection: close".  date is the 29-byte IMF-fixdate. */
+ * NULL; extra is NULL or complete header lines ("Allow: GET\r\n"); close
+ * adds "Connection: close".  date is the 29-byte IMF-fixdate. */
 #define KV_CT_TEXT "text/plain; charset=utf-8"
 #define KV_CT_JSON "application/json"
 int kv_http_head(kv_out_t *o, const char *date, int status, const char *ctype,
-                 int64_t clen, const char *allow, int close);
+                 int64_t clen, const char *extra, int close);
 
 /* A complete error response: status and message from the error table. */
 int kv_http_error(kv_out_t *o, const char *date, int err, const char *allow,
@@ -79,7 +79,10 @@ void kv_http_date(char *buf, time_t t);
 
 /* ---- request assembly --------------------------------------------------- */
 
-enum { KV_HDR_OTHER = 0, KV_HDR_CTYPE, KV_HDR_EXPECT };
+enum { KV_HDR_OTHER = 0, KV_HDR_CTYPE, KV_HDR_EXPECT, KV_HDR_HOST,
+       KV_HDR_AUTH };
+
+#define KV_AUTH_HDR_MAX 1100 /* "Bearer " and the longest token */
 
 enum {
   KV_BODY_DISCARD = 0, /* read and drop (no body expected, or rejected) */
@@ -101,9 +104,10 @@ typedef struct kv_req {
   unsigned is_form : 1;
   unsigned expect_continue : 1;
   unsigned hname_long : 1;
+  unsigned has_method : 1; /* the head was parsed: method is valid */
   int fatal; /* error that ends the connection after its response */
   int err;   /* error answered at message end; the connection stays */
-  const char *allow; /* Allow header for a 405 */
+  const char *extra; /* header lines for the error answer (Allow, ...) */
 
   char *url; /* the raw request target */
   size_t url_len, url_cap;
@@ -115,6 +119,9 @@ typedef struct kv_req {
   size_t ctype_len;
   char expect[32];
   size_t expect_len;
+  unsigned nhost;
+  char auth[KV_AUTH_HDR_MAX];
+  size_t auth_len;
 
   int route;
   char key[KV_KEY_MAX + 1];
@@ -138,7 +145,12 @@ typedef struct kv_http {
   llhttp_t parser;
   kv_req_t req;
   const kv_http_limits_t *limits;
+  const char *chunk; /* the bytes being parsed now */
+  char prev_last;    /* the last byte of the previous chunk */
 } kv_http_t;
+
+/* Parses len bytes; see llhttp_execute. */
+llhttp_errno_t kv_http_execute(kv_http_t *h, const char *data, size_t len);
 
 static inline kv_http_t *kv_http_of(llhttp_t *p) {
   return (kv_http_t *)(void *)((char *)p - offsetof(kv_http_t, parser));

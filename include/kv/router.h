@@ -14,7 +14,9 @@ enum {
   KV_ROUTE_NONE = 0,
   KV_ROUTE_KEY,
   KV_ROUTE_ROOT,
-  KV_ROUTE_HEALTH
+  KV_ROUTE_HEALTH,
+  KV_ROUTE_READY,
+  KV_ROUTE_METRICS
 };
 
 /* Routes a complete head: checks the target, key and method, and chooses

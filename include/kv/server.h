@@ -15,6 +15,7 @@
 #include "kv/config.h"
 #include "kv/conn.h"
 #include "kv/http.h"
+#include "kv/metrics.h"
 #include "kv/store.h"
 
 #define KV_READ_BUF (64 * 1024)
@@ -26,7 +27,11 @@ typedef struct kv_server {
   llhttp_settings_t settings;
   kv_store_t *store;
   uv_tcp_t listener;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
+  kv_metrics_t metrics;
+  int argc;
+  char **argv;
+  int ready;
   uv_timer_t sweep;
   uv_timer_t deadline; /* bounds the shutdown */
   uv_check_t check;    /* finishes map rehashes between polls */

@@ -21,6 +21,7 @@
 #include "kv/checkpoint.h"
 #include "kv/image.h"
 #include "kv/map.h"
+#include "kv/metrics.h"
 #include "kv/slice.h"
 
 typedef struct kv_write kv_write_t;
@@ -55,6 +56,7 @@ typedef struct kv_store {
   kv_map_t *map;
   kv_ckpt_t *ckpt;
   uint64_t seq;   /* batches applied to the map */
+  kv_metrics_t *metrics; /* may be NULL */
   int failed;     /* an fsync failed: writes are refused until restart */
 
   /* group commit (commit.c) */
@@ -66,6 +68,8 @@ typedef struct kv_store {
   int commit_rc;
   int commit_pre;  /* error decided before the trip to the pool */
   int committing;
+  int grow_wanted;            /* the batch in flight needs a bigger map */
+  uint64_t commit_ns;         /* how long the last commit took */
   uv_work_t commit_work;
   uint64_t commits, committed_writes;
 
@@ -93,7 +97,8 @@ typedef struct kv_store {
 /* Opens the data directory and loads every key into the map.  On failure
  * writes a one-line reason to errbuf.  Returns 0 or an error. */
 int kv_store_open(uv_loop_t *loop, const char *dir, kv_sync_t sync,
-                  kv_store_t **out, char *errbuf, size_t errlen);
+                  size_t map_size, kv_metrics_t *metrics, kv_store_t **out,
+                  char *errbuf, size_t errlen);
 
 /* Returns the record for key, borrowed, or NULL. */
 kv_rec_t *kv_store_get(kv_store_t *s, const char *key, size_t klen);
@@ -118,6 +123,7 @@ void kv_store_free(kv_store_t *s);
 
 /* commit.c and imager.c hooks, internal to the store. */
 void kv__commit_start(kv_store_t *s);
+void kv__commit_grow(kv_store_t *s);
 void kv__imager_changed(kv_store_t *s);
 void kv__imager_kick(kv_store_t *s);
 int kv__imager_idle(kv_store_t *s);
