@@ -316,6 +316,9 @@ enum { OPT_CONFIG = 1000, OPT_CHECK, OPT_HELP, OPT_VERSION };
 /* Where errors go: stderr before the server runs, the log on reload. */
 static int quiet_reload;
 
+static void report(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
 static void report(const char *fmt, ...) {
   char line[1024];
   va_list ap;

@@ -388,13 +388,10 @@ void kv_conn_answered(kv_conn_t *c, int status, size_t body) {
               target, r->http_major, r->http_minor, status, body);
 }
 
-int kv_conn_accept(kv_server_t *srv, uv_stream_t *listener, int refuse) {
+static kv_conn_t *conn_new(kv_server_t *srv) {
   kv_conn_t *c = calloc(1, sizeof(*c));
-  struct sockaddr_storage ss;
-  int namelen = sizeof(ss);
-  int rc;
 
-  if (!c) return KV_ENOMEM;
+  if (!c) return NULL;
   c->srv = srv;
   uv_tcp_init(srv->loop, &c->tcp);
   c->tcp.data = c;
@@ -403,13 +400,16 @@ int kv_conn_accept(kv_server_t *srv, uv_stream_t *listener, int refuse) {
   if (srv->conns) srv->conns->prev = c;
   srv->conns = c;
   srv->nconns++;
-  rc = uv_accept(listener, (uv_stream_t *)&c->tcp);
-  if (rc != 0) {
-    kv_conn_close(c);
-    return rc;
-  }
-  uv_tcp_nodelay(&c->tcp, 1);
   snprintf(c->peer, sizeof(c->peer), "-");
+  return c;
+}
+
+static int conn_start(kv_conn_t *c, int refuse) {
+  kv_server_t *srv = c->srv;
+  struct sockaddr_storage ss;
+  int namelen = sizeof(ss);
+
+  uv_tcp_nodelay(&c->tcp, 1);
   if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &namelen) == 0)
     uv_ip_name((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
   c->state = KV_CONN_IDLE;
@@ -433,6 +433,32 @@ int kv_conn_accept(kv_server_t *srv, uv_stream_t *listener, int refuse) {
   srv->metrics.conns_accepted++;
   read_start(c);
   return 0;
+}
+
+int kv_conn_accept(kv_server_t *srv, uv_stream_t *listener, int refuse) {
+  kv_conn_t *c = conn_new(srv);
+  int rc;
+
+  if (!c) return KV_ENOMEM;
+  rc = uv_accept(listener, (uv_stream_t *)&c->tcp);
+  if (rc != 0) {
+    kv_conn_close(c);
+    return rc;
+  }
+  return conn_start(c, refuse);
+}
+
+int kv_conn_adopt(kv_server_t *srv, uv_os_sock_t fd) {
+  kv_conn_t *c = conn_new(srv);
+  int rc;
+
+  if (!c) return KV_ENOMEM;
+  rc = uv_tcp_open(&c->tcp, fd);
+  if (rc != 0) {
+    kv_conn_close(c);
+    return rc;
+  }
+  return conn_start(c, 0);
 }
 
 void kv_conn_sweep(kv_conn_t *c, uint64_t now) {

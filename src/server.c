@@ -205,6 +205,36 @@ static int listen_on(kv_server_t *srv) {
   return 0;
 }
 
+int kv_server_open(kv_server_t *srv, uv_loop_t *loop, char *err,
+                   size_t errlen) {
+  int rc;
+
+  kv_metrics_init(&srv->metrics);
+  srv->loop = loop;
+  srv->loop->data = srv;
+  apply_limits(srv);
+  kv_conn_settings(&srv->settings);
+  update_date(srv);
+  srv->rbuf = malloc(KV_READ_BUF);
+  if (!srv->rbuf) {
+    snprintf(err, errlen, "%s", kv_strerror(KV_ENOMEM));
+    return KV_ENOMEM;
+  }
+  rc = kv_store_open(srv->loop, srv->cfg.data, srv->cfg.sync,
+                     srv->cfg.map_size, &srv->metrics, &srv->store, err,
+                     errlen);
+  if (rc == 0) srv->ready = 1;
+  return rc;
+}
+
+void kv_server_free(kv_server_t *srv) {
+  if (!srv) return;
+  if (srv->store) kv_store_free(srv->store);
+  if (srv->loop) uv_loop_close(srv->loop);
+  free(srv->rbuf);
+  free(srv);
+}
+
 int kv_server_main(int argc, char **argv) {
   kv_server_t *srv;
   char err[512];
@@ -238,27 +268,13 @@ int kv_server_main(int argc, char **argv) {
     return 1;
   }
   signal(SIGPIPE, SIG_IGN);
-  kv_metrics_init(&srv->metrics);
-  srv->loop = uv_default_loop();
-  srv->loop->data = srv;
-  apply_limits(srv);
-  kv_conn_settings(&srv->settings);
-  srv->rbuf = malloc(KV_READ_BUF);
-  update_date(srv);
-
-  rc = srv->rbuf ? kv_store_open(srv->loop, srv->cfg.data, srv->cfg.sync,
-                                 srv->cfg.map_size, &srv->metrics,
-                                 &srv->store, err, sizeof(err))
-                 : KV_ENOMEM;
+  rc = kv_server_open(srv, uv_default_loop(), err, sizeof(err));
   if (rc != 0) {
-    fprintf(stderr, "kvd: %s: %s\n", srv->cfg.data,
-            srv->rbuf ? err : kv_strerror(rc));
-    if (srv->cfg.log_file[0])
-      kv_log_error("%s: %s", srv->cfg.data, srv->rbuf ? err : kv_strerror(rc));
+    fprintf(stderr, "kvd: %s: %s\n", srv->cfg.data, err);
+    if (srv->cfg.log_file[0]) kv_log_error("%s: %s", srv->cfg.data, err);
     rc = 1;
     goto out;
   }
-  srv->ready = 1;
   rc = listen_on(srv);
   if (rc != 0) {
     kv_log_error("cannot listen on %s:%d: %s", srv->cfg.host, srv->cfg.port,
@@ -289,9 +305,6 @@ int kv_server_main(int argc, char **argv) {
   uv_run(srv->loop, UV_RUN_DEFAULT);
   rc = srv->exit_code;
 out:
-  if (srv->store) kv_store_free(srv->store);
-  uv_loop_close(srv->loop);
-  free(srv->rbuf);
-  free(srv);
+  kv_server_free(srv);
   return rc;
 }

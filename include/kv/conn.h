@@ -65,6 +65,10 @@ typedef struct kv_conn {
  * answered 503 with Retry-After and closed (--max-connections). */
 int kv_conn_accept(struct kv_server *srv, uv_stream_t *listener, int refuse);
 
+/* Serves a connected stream socket that did not come from the listener
+ * (the request-path fuzzer uses a socketpair).  Returns 0 or an error. */
+int kv_conn_adopt(struct kv_server *srv, uv_os_sock_t fd);
+
 /* Counts one answer in the metrics and the access log. */
 void kv_conn_answered(kv_conn_t *c, int status, size_t body);
 

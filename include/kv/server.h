@@ -48,6 +48,15 @@ typedef struct kv_server {
  * signal, shut down.  Returns the process exit status. */
 int kv_server_main(int argc, char **argv);
 
+/* Opens the store and prepares everything a connection needs, with
+ * srv->cfg already set; does not listen.  On failure err holds a one-line
+ * reason.  Returns 0 or an error.  Tests and fuzzers use this directly. */
+int kv_server_open(kv_server_t *srv, uv_loop_t *loop, char *err,
+                   size_t errlen);
+
+/* Frees what kv_server_open made, after the loop has run dry. */
+void kv_server_free(kv_server_t *srv);
+
 /* Called by a connection when it is freed. */
 void kv_server_conn_gone(kv_server_t *srv);
 
