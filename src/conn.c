@@ -199,6 +199,9 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   if (c->close_after || c->state == KV_CONN_LINGER) return; /* discard */
   conn_feed(c, buf->base, (size_t)n, 0);
+  /* The body timeout measures a stall: any bytes are progress. */
+  if (c->state == KV_CONN_BODY)
+    c->deadline = now_ms(c) + c->srv->cfg.body_timeout_ms;
   conn_flush(c);
 }
 
@@ -223,11 +226,15 @@ static void on_write(uv_write_t *req, int status) {
   if (c->paused && c->state != KV_CONN_WAIT) kv_conn_resume(c);
 }
 
-/* Writes everything queued in one writev.  While that write is in
- * flight, new answers queue in the other buffer. */
+/* Writes everything queued in one writev.  Most answers fit in the socket
+ * buffer at once, so uv_try_write goes first: that needs no write request
+ * and no callback, and spares the epoll_ctl libuv makes after every
+ * uv_write.  Whatever does not fit goes through uv_write, and while that
+ * is in flight new answers queue in the other buffer. */
 static void conn_flush(kv_conn_t *c) {
   kv_out_t *o = &c->out[c->cur];
-  size_t n;
+  size_t n, i = 0;
+  int r;
 
   if (c->writing || c->closing) return;
   if (o->bytes == 0) {
@@ -239,12 +246,30 @@ static void conn_flush(kv_conn_t *c) {
     kv_conn_close(c);
     return;
   }
+  r = uv_try_write((uv_stream_t *)&c->tcp, o->iov, (unsigned)n);
+  if (r >= 0 && (size_t)r == o->bytes) {
+    kv_out_reset(o);
+    if (c->close_after && c->state != KV_CONN_WAIT) finish_close(c);
+    return;
+  }
+  if (r < 0 && r != UV_EAGAIN) {
+    kv_conn_close(c);
+    return;
+  }
+  for (size_t done = r > 0 ? (size_t)r : 0; done > 0; i++) {
+    if (done < o->iov[i].len) {
+      o->iov[i].base += done;
+      o->iov[i].len -= done;
+      break;
+    }
+    done -= o->iov[i].len;
+  }
   c->cur ^= 1;
   c->writing = 1;
   c->write_since = now_ms(c);
   c->wreq.data = c;
-  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, o->iov, (unsigned)n,
-               on_write) != 0) {
+  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, o->iov + i,
+               (unsigned)(n - i), on_write) != 0) {
     c->writing = 0;
     kv_conn_close(c);
   }

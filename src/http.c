@@ -252,6 +252,9 @@ static int on_header_field_complete(llhttp_t *p) {
       r->cur_hdr = KV_HDR_EXPECT;
     else if (r->hname_len == 4 && !strncasecmp(r->hname, "host", 4))
       r->nhost++;
+    else if (r->hname_len == 17 &&
+             !strncasecmp(r->hname, "transfer-encoding", 17) && !r->nte++)
+      r->cur_hdr = KV_HDR_TE;
     else if (r->hname_len == 13 &&
              !strncasecmp(r->hname, "authorization", 13) && !r->auth_len)
       r->cur_hdr = KV_HDR_AUTH;
@@ -289,6 +292,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
       memcpy(r->auth + r->auth_len, at, len);
       r->auth_len += len;
     }
+  } else if (r->cur_hdr == KV_HDR_TE) {
+    append_bounded(r->te, &r->te_len, sizeof(r->te), at, len);
   } else if (r->cur_hdr == KV_HDR_CTYPE)
     append_bounded(r->ctype, &r->ctype_len, sizeof(r->ctype), at, len);
   else if (r->cur_hdr == KV_HDR_EXPECT)

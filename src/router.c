@@ -151,10 +151,21 @@ int kv_route_head(kv_conn_t *c) {
     }
     r->expect_continue = (clen > 0 || chunked) && r->http_minor >= 1;
   }
+  /* RFC 9112 6.1: llhttp frames by a final "chunked" and lets other
+   * codings before it through; kvd decodes none of them.  Several
+   * Transfer-Encoding fields are refused rather than combined. */
+  if (r->nte > 1 || (r->nte == 1 && (r->te_len != 7 ||
+                                     strncasecmp(r->te, "chunked", 7)))) {
+    r->fatal = KV_ECODING;
+    return -1;
+  }
+  /* RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in 1.0.  A
+   * request without it may be a desynchronised stream: close. */
+  if (r->nhost > 1 || (r->nhost == 0 && r->http_minor >= 1)) {
+    r->fatal = KV_EHOST;
+    return -1;
+  }
   route_target(r);
-  /* RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in 1.0. */
-  if (r->nhost > 1 || (r->nhost == 0 && r->http_minor >= 1))
-    r->err = KV_EHOST;
   if (needs_token(&c->srv->cfg, r) && !token_ok(&c->srv->cfg, r)) {
     r->err = KV_EAUTH;
     r->extra = CHALLENGE;

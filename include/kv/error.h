@@ -40,7 +40,8 @@
   X(EHOST,      -28, 400, "an HTTP/1.1 request needs exactly one Host header") \
   X(EFOLD,      -29, 400, "obsolete line folding is not allowed")           \
   X(EAUTH,      -30, 401, "missing or invalid bearer token")                \
-  X(EBUSYCONN,  -31, 503, "too many connections")
+  X(EBUSYCONN,  -31, 503, "too many connections")                           \
+  X(ECODING,    -32, 501, "unsupported transfer coding: only chunked")
 
 enum {
 #define KV__ERR_ENUM(name, code, status, msg) KV_##name = (code),

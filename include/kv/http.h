@@ -80,7 +80,7 @@ void kv_http_date(char *buf, time_t t);
 /* ---- request assembly --------------------------------------------------- */
 
 enum { KV_HDR_OTHER = 0, KV_HDR_CTYPE, KV_HDR_EXPECT, KV_HDR_HOST,
-       KV_HDR_AUTH };
+       KV_HDR_AUTH, KV_HDR_TE };
 
 #define KV_AUTH_HDR_MAX 1100 /* "Bearer " and the longest token */
 
@@ -113,13 +113,16 @@ typedef struct kv_req {
   size_t url_len, url_cap;
   size_t head_bytes;
   unsigned nheaders;
-  char hname[16];
+  char hname[24]; /* long enough for every header kvd acts on */
   size_t hname_len;
   char ctype[128];
   size_t ctype_len;
   char expect[32];
   size_t expect_len;
   unsigned nhost;
+  unsigned nte;     /* Transfer-Encoding fields */
+  char te[16];      /* the first one's value, enough to say "chunked" */
+  size_t te_len;
   char auth[KV_AUTH_HDR_MAX];
   size_t auth_len;
 

@@ -1,0 +1,1 @@
+-- get.lua - GET of the URL given to wrk, one static request.
