@@ -488,9 +488,17 @@ int kv_conn_adopt(kv_server_t *srv, uv_os_sock_t fd) {
 
 void kv_conn_sweep(kv_conn_t *c, uint64_t now) {
   if (c->closing) return;
-  if (c->writing && now - c->write_since > c->srv->cfg.idle_timeout_ms) {
-    kv_conn_close(c); /* the client stopped reading */
-    return;
+  if (c->writing) {
+    /* A slow reader that keeps reading is fine; one that stopped for the
+     * idle timeout is closed.  Progress shows as a shrinking queue. */
+    size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    if (q != c->write_queued) {
+      c->write_queued = q;
+      c->write_since = now;
+    } else if (now - c->write_since > c->srv->cfg.idle_timeout_ms) {
+      kv_conn_close(c);
+      return;
+    }
   }
   if (now < c->deadline) return;
   switch (c->state) {

@@ -46,7 +46,8 @@ typedef struct kv_conn {
   int cur;         /* index of the filling one */
   uv_write_t wreq;
   uv_shutdown_t sreq;
-  uint64_t write_since; /* when the write in flight started */
+  uint64_t write_since; /* when the write in flight last made progress */
+  size_t write_queued;  /* its unsent bytes at that time */
 
   kv_write_t write;     /* the store write of the waiting request */
   kv_image_wait_t iwait;
