@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "kv/error.h"
+#include "kv/log.h"
 
 #define CKPT_FORMAT_KEY "format"
 #define CKPT_FORMAT "kvd-1"
@@ -181,6 +182,32 @@ static int ckpt_set_mapsize(MDB_env *env) {
   return mdb_env_set_mapsize(env, CKPT_MAPSIZE);
 }
 
+/* LMDB maps data.mdb and trusts its meta page: a file cut shorter than
+ * the pages the meta page names would be read past its end, a SIGBUS.
+ * Refuse it while that is still only a number. */
+static int ckpt_check_size(kv_ckpt_t *c, char *errbuf, size_t errlen) {
+  MDB_envinfo info;
+  MDB_stat st;
+  struct stat fs;
+  int fd;
+  unsigned long long need;
+
+  if (mdb_env_info(c->env, &info) != 0 || mdb_env_stat(c->env, &st) != 0 ||
+      mdb_env_get_fd(c->env, &fd) != 0 || fstat(fd, &fs) != 0) {
+    ckpt_err(errbuf, errlen, "%s", "cannot read data.mdb's size");
+    return KV_ESTORE;
+  }
+  need = ((unsigned long long)info.me_last_pgno + 1) * st.ms_psize;
+  if ((unsigned long long)fs.st_size < need) {
+    ckpt_err(errbuf, errlen,
+             "data.mdb is truncated: %llu bytes, its pages need %llu; "
+             "restore it from a backup",
+             (unsigned long long)fs.st_size, need);
+    return KV_ECORRUPT;
+  }
+  return 0;
+}
+
 int kv_ckpt_set_mapsize(kv_ckpt_t *c, size_t bytes) {
   /* LMDB raises a size below the data's to the data's size. */
   return mdb_env_set_mapsize(c->env, bytes) == 0 ? 0 : KV_ESTORE;
@@ -323,6 +350,8 @@ int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags, kv_ckpt_t **out,
     rc = mdb_reader_check(c->env, &dead);
     if (rc != 0) goto lmdb_fail;
   }
+  err = ckpt_check_size(c, errbuf, errlen);
+  if (err != 0) goto fail;
   rc = ckpt_set_mapsize(c->env);
   if (rc != 0) goto lmdb_fail;
   err = ckpt_check_format(c, errbuf, errlen);
@@ -366,9 +395,15 @@ static int ckpt_commit_err(kv_ckpt_t *c, int rc) {
 int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n) {
   MDB_txn *txn = NULL;
   MDB_val k, v;
-  int rc;
+  int rc, dead;
 
   if (n == 0) return 0;
+  /* A reader slot left by a killed process (kvdump) pins every page its
+   * snapshot could see, and the file grows with each commit until the
+   * slot is freed.  Checking costs a scan of the reader table. */
+  if (mdb_reader_check(c->env, &dead) == 0 && dead > 0)
+    kv_log_info("freed %d stale LMDB reader slot%s", dead,
+                dead == 1 ? "" : "s");
   rc = mdb_txn_begin(c->env, NULL, 0, &txn);
   if (rc != 0) return ckpt_txn_err(rc);
   for (size_t i = 0; i < n; i++) {

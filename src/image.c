@@ -27,6 +27,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "kv/error.h"
+#include "kv/log.h"
 
 #define IMAGE_STAGE (64 * 1024)
 #define IMAGE_MIN_CAP (64 * 1024)
@@ -287,9 +288,13 @@ int kv_image_build(const char *dir, uint64_t seq, size_t size_hint,
     err = KV_ENOMEM;
     goto out;
   }
+  /* The mapping is the image clients are served; the file is a copy for
+   * other tools.  If it cannot take its place (the path is a directory,
+   * say), serve the image anyway and say why the file is stale. */
   if (rename(tmp, path) != 0) {
-    err = image_errno(errno);
-    goto out;
+    kv_log_warn("%s: cannot replace the image file: %s", path,
+                strerror(errno));
+    unlink(tmp);
   }
   img->base = m.base;
   img->len = m.used;

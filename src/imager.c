@@ -11,6 +11,8 @@
  * final image at shutdown.  Never once per write.
  */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kv/error.h"
 #include "kv/log.h"
@@ -22,12 +24,42 @@ static int image_fresh(const kv_store_t *s) {
   return s->image && kv_image_seq(s->image) >= s->seq;
 }
 
+/* Key-byte order, as LMDB sorts: bytes first, then the shorter key. */
+static int rec_cmp(const void *a, const void *b) {
+  const kv_rec_t *x = *(kv_rec_t *const *)a, *y = *(kv_rec_t *const *)b;
+  size_t n = x->klen < y->klen ? x->klen : y->klen;
+  int c = memcmp(kv_rec_key(x), kv_rec_key(y), n);
+  return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+static int recs_next(void *it, kv_slice_t *key, kv_slice_t *val) {
+  kv_store_t *s = it;
+  const kv_rec_t *r;
+
+  if (s->rec_next == s->nrecs) return 0;
+  r = s->recs[s->rec_next++];
+  key->ptr = kv_rec_key(r);
+  key->len = r->klen;
+  val->ptr = kv_rec_value(r);
+  val->len = r->vlen;
+  return 1;
+}
+
+/* On a worker: the records are immutable and the listener holds a
+ * reference on each until image_done, so reading them here is safe. */
 static void image_work(uv_work_t *req) {
   kv_store_t *s = req->data;
   uint64_t t0 = uv_hrtime();
 
-  s->build_rc = kv_image_build(s->dir, s->snap_seq, s->snap_hint,
-                               kv_ckpt_snap_next_cb, s->snap, &s->built);
+  if (s->recs) {
+    qsort(s->recs, s->nrecs, sizeof(*s->recs), rec_cmp);
+    s->rec_next = 0;
+    s->build_rc = kv_image_build(s->dir, s->snap_seq, s->snap_hint,
+                                 recs_next, s, &s->built);
+  } else {
+    s->build_rc = kv_image_build(s->dir, s->snap_seq, s->snap_hint,
+                                 kv_ckpt_snap_next_cb, s->snap, &s->built);
+  }
   s->build_ms = (uv_hrtime() - t0) / 1000000;
 }
 
@@ -54,9 +86,15 @@ static void image_done(uv_work_t *req, int uvstatus) {
   kv_store_t *s = req->data;
   int rc = uvstatus != 0 ? KV_ESTORE : s->build_rc;
 
-  kv_ckpt_snap_close(s->snap);
+  if (s->snap) kv_ckpt_snap_close(s->snap);
   s->snap = NULL;
+  for (size_t i = 0; i < s->nrecs; i++) kv_rec_unref(s->recs[i]);
+  free(s->recs);
+  s->recs = NULL;
+  s->nrecs = 0;
   s->imaging = 0;
+  /* A value that is not UTF-8 can only come from damage on disk. */
+  if (rc == KV_EUTF8) rc = KV_ECORRUPT;
   if (s->metrics && rc == 0) {
     kv_hist_observe(&s->metrics->image, (double)s->build_ms / 1e3);
     s->metrics->image_bytes = kv_image_len(s->built);
@@ -112,7 +150,12 @@ void kv__imager_kick(kv_store_t *s) {
   /* A build of this very state already failed: retry only for a client
    * who asks, not in a loop. */
   if (!s->waiters && s->failed_seq == s->seq + 1) return;
-  rc = kv_ckpt_snap_open(s->ckpt, NULL, 0, &s->snap);
+  /* After a failed commit LMDB may refuse even to read; the map still
+   * holds exactly the durable state, so build from it instead. */
+  if (s->failed)
+    rc = kv_map_collect(s->map, &s->recs, &s->nrecs);
+  else
+    rc = kv_ckpt_snap_open(s->ckpt, NULL, 0, &s->snap);
   if (rc != 0) {
     s->failed_seq = s->seq + 1;
     kv_log_warn("%s: cannot open a snapshot for the image: %s", s->dir,

@@ -328,3 +328,19 @@ int kv_map_reserve(kv_map_t *m, size_t n) {
   }
   return 0;
 }
+
+int kv_map_collect(kv_map_t *m, kv_rec_t ***out, size_t *n) {
+  kv_rec_t **arr;
+  size_t i = 0;
+
+  while (map_rehash(m, SIZE_MAX)) {
+  }
+  arr = malloc((m->count ? m->count : 1) * sizeof(*arr));
+  if (arr == NULL) return KV_ENOMEM;
+  for (size_t b = 0; b <= m->t[0].mask; b++)
+    for (kv_rec_t *r = m->t[0].b[b]; r != NULL; r = r->next)
+      arr[i++] = kv_rec_ref(r);
+  *out = arr;
+  *n = i;
+  return 0;
+}

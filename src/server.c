@@ -202,6 +202,12 @@ static int listen_on(kv_server_t *srv) {
   kv_log_info("listening on http://%s%s%s:%d",
               ss.ss_family == AF_INET6 ? "[" : "", cfg->host,
               ss.ss_family == AF_INET6 ? "]" : "", port);
+  /* Whoever started kvd learns the address even when the log goes to a
+   * file or is quieter than info. */
+  if (cfg->log_file[0] || kv_log_level() < KV_LOG_INFO)
+    fprintf(stderr, "kvd: listening on http://%s%s%s:%d\n",
+            ss.ss_family == AF_INET6 ? "[" : "", cfg->host,
+            ss.ss_family == AF_INET6 ? "]" : "", port);
   return 0;
 }
 

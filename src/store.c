@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kv/codec.h"
 #include "kv/error.h"
 #include "kv/log.h"
 
@@ -23,7 +24,10 @@ static int store_load(kv_store_t *s) {
   if (rc != 0) goto out;
   while ((rc = kv_ckpt_snap_next(snap, &k, &v)) == 1) {
     kv_rec_t *rec, *old;
-    if (k.len == 0 || k.len > KV_KEY_MAX || v.len > UINT32_MAX) {
+    /* Every key and value was checked on the way in, so one that fails
+     * now was damaged on disk: refuse to serve it rather than spread it. */
+    if (k.len == 0 || k.len > KV_KEY_MAX || v.len > UINT32_MAX ||
+        !kv_utf8_valid(k.ptr, k.len) || !kv_utf8_valid(v.ptr, v.len)) {
       rc = KV_ECORRUPT;
       goto out;
     }

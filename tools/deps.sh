@@ -3,7 +3,7 @@
 
 KV_BUILD_DEPS="cmake make gcc pkg-config libuv1-dev node-llhttp libyajl-dev
   liblmdb-dev libxxhash-dev"
-KV_TEST_DEPS="python3 curl"
+KV_TEST_DEPS="python3 curl clang prometheus"
 
 kv_deps() {
   local missing=() p
@@ -15,7 +15,18 @@ kv_deps() {
   echo "kvd: installing ${missing[*]}" >&2
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -q >&2 || return 1
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q \
-    --no-install-recommends "${missing[@]}" >&2
+  # Packages such as prometheus would start their daemons on install:
+  # policy-rc.d says no, for the duration of the install only.
+  local policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+  fi
+  local rc=0
+  $sudo apt-get update -q >&2 &&
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q \
+      --no-install-recommends "${missing[@]}" >&2 || rc=$?
+  [ -n "$policy" ] && $sudo rm -f "$policy"
+  return $rc
 }

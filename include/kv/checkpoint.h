@@ -58,7 +58,8 @@ typedef struct {
   kv_slice_t val; /* KV_OP_PUT only */
 } kv_ckpt_op_t;
 
-/* Applies ops in order in one write transaction and commits it (with fsync
+/* Frees the reader slots of dead processes first, then applies ops in
+ * order in one write transaction and commits it (with fsync
  * unless KV_SYNC_NONE).  Deleting a missing key is not an error.  On
  * failure nothing of the batch is applied.  Returns 0, KV_EMAPFULL (grow
  * the map and retry), KV_ENOSPACE (the disk is full), KV_EIO or

@@ -81,6 +81,10 @@ uint64_t kv_map_bytes(const kv_map_t *m);
  * or KV_ENOMEM (the map is unchanged and still works). */
 int kv_map_reserve(kv_map_t *m, size_t n);
 
+/* Returns every record, each with a new reference, in no order, through
+ * a malloc'd array.  Finishes any rehash first.  Returns 0 or KV_ENOMEM. */
+int kv_map_collect(kv_map_t *m, kv_rec_t ***out, size_t *n);
+
 /* Moves up to n buckets of an ongoing rehash.  Returns 1 while a rehash is
  * still in progress, 0 when none is. */
 int kv_map_rehash_step(kv_map_t *m, size_t n);

@@ -77,6 +77,8 @@ typedef struct kv_store {
   kv_image_t *image;          /* newest generation, or NULL */
   kv_image_wait_t *waiters;
   kv_ckpt_snap_t *snap;       /* snapshot of the build in progress */
+  kv_rec_t **recs;            /* or, once storage failed, the map's records */
+  size_t nrecs, rec_next;
   uint64_t snap_seq;
   size_t snap_hint;
   kv_image_t *built;

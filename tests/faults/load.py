@@ -14,13 +14,15 @@ disk is shut down or kvd is killed).  Prints one summary line.
     load.py --verify PORT LOG
 
 Reads GET / from 127.0.0.1:PORT and checks every key in LOG: kvd must
-hold the last acknowledged COUNT of the key, or the next one (a write that
-was in flight when the disk or the process died).  Prints a summary and
+hold the last acknowledged COUNT of the key, or the value of its thread's
+next write (in flight, or answered with an error, when the disk or the
+process died: its fate is unknown).  Prints a summary and
 "LOST n" when acknowledged writes are missing; exits 0 when none is lost,
 1 when some are, 2 on any other problem.
 """
 
 import json
+import re
 import socket
 import sys
 import threading
@@ -72,6 +74,9 @@ def writer(port, tid, secs, log, lock, stats):
             status, _ = request(sock, buf, "PUT", "/" + key, value)
             if status not in (201, 204):
                 why = "status %d" % status
+                with lock:
+                    log.write("# %s %d %d\n" % (key, n, status))
+                    log.flush()
                 break
             with lock:
                 log.write("%s %d\n" % (key, n))
@@ -98,39 +103,63 @@ def load(port, path, secs, threads):
 
 
 def verify(port, path):
-    last = {}
+    last = {}      # key -> last acknowledged count
+    thread_n = {}  # thread -> its highest acknowledged count
+    refused = {}   # thread -> (count, status) of the write answered with an error
     with open(path) as f:
         for line in f:
+            if line.startswith("# "):
+                _, key, n, status = line.split()
+                refused[key.split("-")[0]] = (int(n), int(status))
+                continue
             key, n = line.split()
-            last[key] = max(last.get(key, -1), int(n))
+            n = int(n)
+            last[key] = max(last.get(key, -1), n)
+            tid = key.split("-")[0]
+            thread_n[tid] = max(thread_n.get(tid, -1), n)
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     status, body = request(sock, bytearray(), "GET", "/")
     if status != 200:
         print("verify: GET / answered %d: %r" % (status, body[:200]))
         return 2
     state = json.loads(body)
-    lost = []
-    for key, n in sorted(last.items()):
+    lost, landed, landed_refused = [], 0, []
+    for key in sorted(set(last) | set(state)):
+        m = re.fullmatch(r"(t\d+)-k(\d+)", key)
+        if not m:
+            print("verify: unexpected key %r" % key)
+            return 2
+        tid, idx = m.group(1), int(m.group(2))
+        # Each thread writes one request at a time: the only write that
+        # may be on disk without an acknowledgment is its next one.
+        inflight = thread_n.get(tid, -1) + 1
+        want = last.get(key)
         v = state.get(key)
         got = None
         if v is not None:
-            tid = key.split("-")[0]
-            parts = v.split("-")
-            if parts[0] != tid or not parts[1].startswith("n"):
+            vm = re.match(r"(t\d+)-n(\d+)-", v)
+            if not vm or vm.group(1) != tid or int(vm.group(2)) % KEYS_PER_THREAD != idx:
                 print("verify: key %s holds a value never written: %r" % (key, v[:60]))
                 return 2
-            got = int(parts[1][1:])
-        if got is None or got < n:
-            lost.append((key, n, got))
-        elif got > n + 1:
-            print("verify: key %s holds count %d, but only %d was acknowledged" % (key, got, n))
+            got = int(vm.group(2))
+        if got is not None and got == inflight:
+            landed += 1
+            if refused.get(tid, (None,))[0] == got:
+                landed_refused.append("%s n%d (answered %d)" % (key, got, refused[tid][1]))
+            continue
+        if want is None and got is None:
+            continue
+        if got is None or (want is not None and got < want):
+            lost.append((key, want, got))
+        elif got != want:
+            print("verify: key %s holds n%d: acknowledged n%s, in flight n%d"
+                  % (key, got, want, inflight))
             return 2
-    for key in state:
-        if key not in last and not key.startswith("t"):
-            print("verify: unexpected key %r" % key)
-            return 2
-    print("verify: %d keys with acknowledged writes, %d keys in kvd, LOST %d"
-          % (len(last), len(state), len(lost)))
+    print("verify: %d keys with acknowledged writes, %d keys in kvd, %d in-flight writes "
+          "landed, LOST %d" % (len(last), len(state), landed, len(lost)))
+    if landed_refused:
+        print("verify: writes answered with an error that are there after the restart: %s"
+              % ", ".join(landed_refused))
     for key, n, got in lost[:10]:
         print("  %s: acknowledged n%d, kvd has %s" % (key, n, "nothing" if got is None else "n%d" % got))
     return 1 if lost else 0

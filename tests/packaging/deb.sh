@@ -17,6 +17,9 @@
 # dependencies, lintian and curl when missing.  KVD_DEB_REF=REF builds
 # commit REF instead of the work tree (see packaging/build-deb --ref).
 # Takes about 40 s (most of it the build and lintian).
+# A first run may apt-get install the build tools: allow more than 170 s.
+: "${KVD_PKG_TEST_TIMEOUT:=240}"
+# shellcheck source=tests/packaging/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 need_root "dpkg -i needs root"
@@ -33,7 +36,7 @@ apt_install dpkg-dev debhelper lintian curl || true
 out=$WORK/out
 if [ $# -ge 1 ]; then
     deb=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-    [ -f "$deb" ] && ok "using $deb" || { not_ok "$deb exists"; finish; exit 1; }
+    if [ -f "$deb" ]; then ok "using $deb"; else not_ok "$deb exists"; finish; exit 1; fi
 else
     args=(--install-deps)
     [ -n "${KVD_DEB_REF:-}" ] && args+=(--ref "$KVD_DEB_REF")
@@ -62,11 +65,9 @@ else
 fi
 
 # ---- install -----------------------------------------------------------------
-added_policy=
 if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\n# kvd packaging test: start no service\nexit 101\n' >/usr/sbin/policy-rc.d
     chmod 0755 /usr/sbin/policy-rc.d
-    added_policy=1
     on_exit "rm -f /usr/sbin/policy-rc.d"
 fi
 on_exit "dpkg -P kvd"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # tests/packaging/lib.sh - shared helpers for the packaging tests (sourced).
 #
 # Each check prints one line: "ok - ...", "FAIL - ..." or "skip - ...".
@@ -58,8 +59,10 @@ run_cleanups() {
 
 finish() {
     run_cleanups
-    if [ -n "${WATCHDOG:-}" ] && [ -s "$WORK/.watchdog" ]; then
-        kill "$(cat "$WORK/.watchdog")" 2>/dev/null
+    if [ -n "${WATCHDOG:-}" ]; then
+        kill "$WATCHDOG" 2>/dev/null # first the shell that would signal us
+        wait "$WATCHDOG" 2>/dev/null
+        [ -s "$WORK/.watchdog" ] && kill "$(cat "$WORK/.watchdog")" 2>/dev/null
     fi
     WATCHDOG=
     if [ "$FAIL" -gt 0 ] && [ -n "${KEEP_WORK:-}" ]; then
@@ -84,13 +87,14 @@ on_timeout() {
 
 trap on_timeout USR1
 trap 'not_ok "interrupted"; finish; exit 1' INT TERM
-# The watchdog signals this shell when its sleep ends; finish kills the
-# sleep, and the watchdog then exits without signalling.  (A trap runs
-# once the foreground command ends, so long commands use timeout(1) too.)
+# The watchdog signals this shell when its sleep ends.  finish kills the
+# watchdog's shell first, so that it cannot signal, then its sleep.  (A
+# trap runs once the foreground command ends, so long commands also run
+# under timeout(1).)
 (sleep "${KVD_PKG_TEST_TIMEOUT:-170}" &
  echo $! >"$WORK/.watchdog"
  wait $! && kill -USR1 $$) >/dev/null 2>&1 &
-WATCHDOG=1
+WATCHDOG=$!
 
 need_root() {
     if [ "$(id -u)" != 0 ]; then
@@ -110,9 +114,9 @@ apt_install() {
     [ ${#missing[@]} -eq 0 ] && return 0
     [ "$(id -u)" = 0 ] || return 1
     echo "installing ${missing[*]}" >>"$LOG"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >>"$LOG" 2>&1 ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$LOG" 2>&1 ||
         { apt-get update -q >>"$LOG" 2>&1 &&
-          DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >>"$LOG" 2>&1; }
+          DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$LOG" 2>&1; }
 }
 
 # The port kvd picked: from its "listening on http://HOST:PORT" log line.

@@ -18,6 +18,7 @@
 # Uses BUILD_DIR/kvd and BUILD_DIR/kvdump (or $KVD_BUILD_DIR), else builds
 # them into a temporary directory.  Needs root (useradd, setpriv).  Takes
 # about 3 s, plus about 20 s when it has to build.
+# shellcheck source=tests/packaging/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 need_root "kvdump as root, kvd as a service user"

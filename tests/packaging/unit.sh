@@ -13,6 +13,7 @@
 # man pages exist: it uses the installed /usr/sbin/kvd if there is one, else
 # $KVD_BIN, else a copy of the unit whose ExecStart runs /bin/true (noted),
 # and packaging/man/ for the man pages.
+# shellcheck source=tests/packaging/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 UNIT=${KVD_UNIT:-$REPO/packaging/systemd/kvd.service}

@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""report.py RESULTS.jsonl META.txt OUTDIR - the table and the plots.
+
+Reads the records tools/bench/run wrote (one JSON object per measurement),
+prints one table (median and range over the repetitions, kvd/peer ratios,
+targets met or not), writes it to OUTDIR/bench-latest.txt, and draws
+OUTDIR/{conns,vsize,keys}.png with gnuplot.  Standard library only.
+"""
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+# Workloads in table order: id -> (label, the peer whose numbers are "kvd").
+WORKLOADS = [
+    ("get64", "1 GET hit, 11 B, c64", "kvd"),
+    ("get1", "2 GET, c1", "kvd"),
+    ("put64", "3 durable PUT, c64", "kvd"),
+    ("put1", "4 durable PUT, c1", "kvd"),
+    ("mixed", "5 90% GET/10% PUT, c64", "kvd 90/10"),
+    ("load", "6 load 1M keys", None),
+    ("restart", "6 restart-to-ready, 1M", "kvd"),
+    ("rss", "6 RSS after restart, 1M", "kvd"),
+    ("image-mbs", "7 GET / of 1M keys", "kvd"),
+    ("regen", "7 image rebuild, 1M", "kvd"),
+    ("p99", "7 GET c64 vs rebuilds", "kvd regenerating"),
+]
+CURVES = [("conns-%d" % c, "C GET, %d conns" % c, "kvd")
+          for c in (1, 16, 64, 256, 1024)]
+CURVES += [("vsize-get-%d" % s, "V GET, %s value" % n, "kvd")
+           for s, n in ((16, "16 B"), (1024, "1 KiB"), (65536, "64 KiB"))]
+CURVES += [("vsize-put-%d" % s, "V durable PUT, %s" % n, "kvd")
+           for s, n in ((16, "16 B"), (1024, "1 KiB"), (65536, "64 KiB"))]
+KEYS = (1000, 100000, 1000000)
+
+# The targets.  (workload, peer row, metric, op, threshold, text).  The
+# ratio is kvd's metric over the peer row's; with peer None the threshold
+# is an absolute value of kvd's row.  Metrics: rps, p50, p99, val.
+TARGETS = [
+    ("get64", "nginx", "rps", ">=", 0.8, "kvd >= 0.8x nginx req/s"),
+    ("get64", "webdis+redis", "rps", ">=", 1.0, "kvd >= webdis+redis"),
+    ("get64", "etcd v2", "rps", ">=", 1.0, "kvd >= etcd"),
+    ("get1", "nginx", "p50", "<=", 1.2, "kvd p50 <= 1.2x nginx"),
+    ("put64", "redis AOF always", "rps", ">=", 1.0, "kvd >= redis AOF"),
+    ("put64", "etcd v2", "rps", ">=", 1.0, "kvd >= etcd"),
+    ("put1", "etcd v2", "rps", ">=", 1.0, "kvd >= etcd"),
+    ("put1", "disk fdatasync", "rps", ">=", 0.4, "kvd >= 0.4x disk"),
+    ("mixed", "kvd GET-only", "rps", ">=", 0.5, "mixed >= 0.5x GET-only"),
+    ("restart", "redis", "val", "<=", 1.0, "kvd <= redis time"),
+    ("rss", "redis", "val", "<=", 1.5, "kvd <= 1.5x redis RSS"),
+    ("image-mbs", None, "val", ">=", 300, ">= 300 MiB/s"),
+    ("regen", None, "val", "<=", 1.0, "rebuild <= 1 s"),
+    ("p99", "kvd idle", "p99", "<=", 2.0, "p99 <= 2x idle"),
+]
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt_num(v, unit=""):
+    if v is None:
+        return "-"
+    if unit == "s":
+        return "%.3f s" % v
+    if unit:
+        return "%.0f %s" % (v, unit)
+    if v >= 100:
+        return "%.0f" % v
+    if v >= 10:
+        return "%.1f" % v
+    return "%.2f" % v
+
+
+def fmt_ms(v):
+    if v is None:
+        return "-"
+    return "%.3f" % v if v < 10 else "%.1f" % v
+
+
+class Row:
+    def __init__(self, wl, peer, recs):
+        self.wl, self.peer = wl, peer
+        ok = [r for r in recs if "fail" not in r]
+        self.fail = [r["fail"] for r in recs if "fail" in r]
+        self.n = len(ok)
+        self.unit = next((r.get("unit") for r in ok if r.get("unit")), "")
+        key = "val" if any("val" in r for r in ok) else "rps"
+        vals = [r[key] for r in ok if key in r]
+        self.main = med(vals)
+        self.lo = min(vals) if vals else None
+        self.hi = max(vals) if vals else None
+        self.rps = med([r.get("rps") for r in ok])
+        self.val = med([r.get("val") for r in ok])
+        self.p50 = med([r.get("p50_ms") for r in ok])
+        self.p99 = med([r.get("p99_ms") for r in ok])
+        self.cpu = med([r.get("cpu_us") for r in ok])
+        self.oth = med([r.get("oth") for r in ok])
+        notes = []
+        errs = sum(r.get("errs", 0) for r in ok)
+        non2xx = sum(r.get("non2xx", 0) for r in ok)
+        if errs:
+            notes.append("sock errs %d" % errs)
+        if non2xx:
+            notes.append("non-2xx %d" % non2xx)
+        if any("bg" in r for r in ok):
+            notes.append("rebuilds/run %s" % "/".join(str(r["bg"]) for r in ok))
+        use = [(n, med([r.get(f) for r in ok])) for n, f in
+               (("srv", "srv_pct"), ("cli", "cli_pct"), ("oth", "oth"))]
+        if any(v is not None for _, v in use):
+            notes.insert(0, " ".join("%s %.0f%%" % (n, v) for n, v in use
+                                     if v is not None))
+        for r in ok:
+            if r.get("note") and r["note"] not in notes:
+                notes.append(r["note"])
+                break
+        if self.fail and not ok:
+            notes.append("FAIL: " + self.fail[0])
+        self.notes = "; ".join(notes)
+
+    def metric(self, m):
+        return {"rps": self.rps, "p50": self.p50, "p99": self.p99,
+                "val": self.val}[m]
+
+
+def load(path):
+    recs = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    recs.append(json.loads(line))
+                except ValueError:
+                    pass
+    return recs
+
+
+def build_rows(recs):
+    """{wl: [Row...]} in the order the peers first appear."""
+    rows = {}
+    for r in recs:
+        rows.setdefault(r["wl"], {}).setdefault(r["peer"], []).append(r)
+    return {wl: [Row(wl, p, rs) for p, rs in peers.items()]
+            for wl, peers in rows.items()}
+
+
+def judge(rows):
+    """{(wl, peer): (target text, ratio, 'yes'/'no'/'-')}."""
+    out = {}
+    for wl, peer, m, op, thr, text in TARGETS:
+        subject = dict((w, s) for w, _, s in WORKLOADS).get(wl, "kvd")
+        byp = {r.peer: r for r in rows.get(wl, [])}
+        k = byp.get(subject)
+        ref = byp.get(peer) if peer else k
+        key = (wl, peer or subject)
+        if not k or not ref or k.metric(m) is None or ref.metric(m) is None:
+            if ref or k:
+                out[key] = (text, None, "n/a")
+            continue
+        v = k.metric(m) if peer is None else (
+            k.metric(m) / ref.metric(m) if ref.metric(m) else None)
+        if v is None:
+            out[key] = (text, None, "n/a")
+            continue
+        met = v >= thr if op == ">=" else v <= thr
+        out[key] = (text, v, "yes" if met else "no")
+    return out
+
+
+def table(rows, meta):
+    verdict = judge(rows)
+    head = ("%-24s %-18s %11s %-15s %8s %8s %7s %8s  %-24s %-4s %s"
+            % ("workload", "peer", "req/s|value", "range", "p50 ms", "p99 ms",
+               "cpu us", "kvd/peer", "target", "met", "notes"))
+    lines = [head, "-" * len(head)]
+    order = WORKLOADS + CURVES + [("keys-%d" % n, "K random GET, %s keys"
+                                   % {1000: "1k", 100000: "100k",
+                                      1000000: "1M"}.get(n, n), "kvd")
+                                  for n in KEYS]
+    known = set(w for w, _, _ in order)
+    order += [(w, w, "kvd") for w in rows if w not in known]
+    summary = []
+    for wl, label, subject in order:
+        rs = rows.get(wl)
+        if not rs:
+            continue
+        k = next((r for r in rs if r.peer == subject), None)
+        # kvd's own row first.
+        rs = sorted(rs, key=lambda r: r.peer != subject)
+        for r in rs:
+            if r.main is None:
+                val, rng = "FAIL", "-"
+            else:
+                val = fmt_num(r.main, r.unit)
+                rng = ("%s..%s" % (fmt_num(r.lo), fmt_num(r.hi))
+                       if r.n > 1 else "n=1")
+            ratio = "-"
+            if k and r is not k and k.main and r.main:
+                ratio = "%.2f" % (k.main / r.main)
+            tgt, tv, met = verdict.get((wl, r.peer), ("", None, ""))
+            if tgt:
+                tgt = "%s (%s)" % (tgt, "%.2f" % tv if tv is not None else "-")
+                summary.append((label, r.peer, tgt, met))
+            lines.append("%-24s %-18s %11s %-15s %8s %8s %7s %8s  %-24s %-4s %s"
+                         % (label[:24], r.peer[:18], val, rng, fmt_ms(r.p50),
+                            fmt_ms(r.p99),
+                            "%.1f" % r.cpu if r.cpu else "-", ratio,
+                            tgt[:40], met, r.notes))
+            label = ""
+    hdr = [
+        "# kvd benchmark %s   %s" % (meta.get("date", ""), meta.get("cmd", "")),
+        "# host: %s; disk %s" % (meta.get("host", ""), meta.get("disk", "")),
+        "# kvd %s; %s" % (meta.get("kvd", ""), meta.get("versions", "")),
+        "# %s" % meta.get("run", ""),
+        "# Servers pinned to CPU 0, load generators to CPU 1, loopback only. wrk -t1 keep-alive;",
+        "# redis-benchmark for redis. req/s|value: median over the runs, range = min..max;",
+        "# p50/p99/cpu: medians. cpu us = server CPU time (utime+stime, every process",
+        "# of that peer) per request. kvd/peer = kvd's median / this row's (req/s or value).",
+        "# target (ratio or value) and met: see TARGETS in tools/bench/report.py.",
+        "# notes: srv/cli/oth = CPU used by the server, the load generator and every other process",
+        "# on this shared machine during the run (100% = one core; oth above ~10% means noise).",
+        "",
+    ]
+    met = [s for s in summary if s[3] == "yes"]
+    foot = ["", "# targets met: %d of %d" % (len(met), len(summary))]
+    return "\n".join(hdr + lines + foot) + "\n"
+
+
+def plots(rows, outdir):
+    gp = shutil.which("gnuplot")
+    if not gp:
+        sys.stderr.write("report: no gnuplot, no plots\n")
+        return
+
+    def pt(wl, peer="kvd"):
+        r = next((r for r in rows.get(wl, []) if r.peer == peer), None)
+        return (r.main, r.lo, r.hi) if r and r.main else None
+
+    def write(name, xs, series):
+        path = os.path.join(outdir, name + ".dat")
+        with open(path, "w") as f:
+            f.write("# x " + " ".join("%s_med %s_lo %s_hi" % (s, s, s)
+                                      for s, _ in series) + "\n")
+            for x in xs:
+                cols = []
+                for _, fn in series:
+                    p = fn(x)
+                    cols += ["%g %g %g" % p if p else "NaN NaN NaN"]
+                f.write("%s %s\n" % (x, " ".join(cols)))
+        return path
+
+    probe = subprocess.run([gp, "-e", "set terminal"], capture_output=True,
+                           text=True)
+    term = ("set terminal pngcairo size 800,500 font 'sans,10'\n"
+            if "pngcairo" in probe.stdout + probe.stderr
+            else "set terminal png size 800,500\n")
+    common = term + ("set grid\nset key top right\nset logscale x\n"
+                     "set format y '%.0s%c'\nset yrange [0:*]\n")
+    jobs = []
+    conns = [1, 16, 64, 256, 1024]
+    d = write("conns", conns, [("kvd", lambda c: pt("conns-%d" % c)),
+                               ("nginx", lambda c: pt("conns-%d" % c, "nginx"))])
+    if any(pt("conns-%d" % c) for c in conns):
+        jobs.append(common + (
+            "set output '%s'\nset title 'GET throughput vs connections (11-byte value)'\n"
+            "set xlabel 'keep-alive connections'\nset ylabel 'requests/s (median, bars: range)'\n"
+            "set xtics (1,16,64,256,1024)\n"
+            "plot '%s' u 1:2:3:4 w yerrorlines lw 2 t 'kvd GET', "
+            "'' u 1:5:6:7 w yerrorlines lw 2 dt 2 t 'nginx return 200'\n"
+            % (os.path.join(outdir, "conns.png"), d)))
+    sizes = [16, 1024, 65536]
+    d = write("vsize", sizes, [("get", lambda s: pt("vsize-get-%d" % s)),
+                               ("put", lambda s: pt("vsize-put-%d" % s))])
+    if any(pt("vsize-get-%d" % s) for s in sizes):
+        jobs.append(common.replace("set yrange [0:*]\n", "set logscale y\n") + (
+            "set output '%s'\nset title 'kvd throughput vs value size (64 connections)'\n"
+            "set xlabel 'value size'\nset ylabel 'requests/s (median, bars: range; log scale)'\n"
+            "set xtics ('16 B' 16, '1 KiB' 1024, '64 KiB' 65536)\n"
+            "plot '%s' u 1:2:3:4 w yerrorlines lw 2 t 'GET', "
+            "'' u 1:5:6:7 w yerrorlines lw 2 t 'PUT, --sync always (fdatasync)'\n"
+            % (os.path.join(outdir, "vsize.png"), d)))
+    d = write("keys", KEYS, [("kvd", lambda n: pt("keys-%d" % n))])
+    if any(pt("keys-%d" % n) for n in KEYS):
+        jobs.append(common + (
+            "set output '%s'\nset title 'kvd GET of random keys vs number of keys (64 connections)'\n"
+            "set xlabel 'keys in the store (16-byte keys, 100-byte values)'\n"
+            "set ylabel 'requests/s (median, bars: range)'\n"
+            "set xtics ('1k' 1000, '100k' 100000, '1M' 1000000)\nset xrange [500:2000000]\n"
+            "plot '%s' u 1:2:3:4 w yerrorlines lw 2 t 'kvd GET, random key'\n"
+            % (os.path.join(outdir, "keys.png"), d)))
+    for j in jobs:
+        r = subprocess.run([gp], input=j, text=True, capture_output=True)
+        if r.returncode != 0:
+            sys.stderr.write("report: gnuplot: %s\n" % r.stderr.strip())
+
+
+def main(argv):
+    if len(argv) != 4:
+        sys.stderr.write(__doc__)
+        return 2
+    recs = load(argv[1])
+    meta = {}
+    with open(argv[2]) as f:
+        for line in f:
+            k, _, v = line.rstrip("\n").partition("=")
+            meta[k] = v
+    outdir = argv[3]
+    rows = build_rows(recs)
+    text = table(rows, meta)
+    with open(os.path.join(outdir, "bench-latest.txt"), "w") as f:
+        f.write(text)
+    sys.stdout.write(text)
+    for old in ("conns.png", "vsize.png", "keys.png"):
+        p = os.path.join(outdir, old)
+        if os.path.exists(p):
+            os.unlink(p)
+    plots(rows, outdir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
