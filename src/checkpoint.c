@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -206,6 +208,31 @@ static int ckpt_check_size(kv_ckpt_t *c, char *errbuf, size_t errlen) {
     return KV_ECORRUPT;
   }
   return 0;
+}
+
+void kv_ckpt_release_pages(kv_ckpt_t *c) {
+  struct stat st;
+  char line[512];
+  FILE *f;
+  int fd;
+
+  /* LMDB reports its map address only for MDB_FIXEDMAP, so find the
+   * mapping of data.mdb's inode.  It is read-only and shared (no
+   * MDB_WRITEMAP): dropping its page-table entries loses nothing. */
+  if (mdb_env_get_fd(c->env, &fd) != 0 || fstat(fd, &st) != 0) return;
+  f = fopen("/proc/self/maps", "re");
+  if (!f) return;
+  while (fgets(line, sizeof(line), f)) {
+    unsigned long lo, hi, off, ino;
+    unsigned maj, mnr;
+    char perms[8];
+    if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perms, &off,
+               &maj, &mnr, &ino) == 7 &&
+        ino == st.st_ino && makedev(maj, mnr) == st.st_dev &&
+        perms[1] != 'w')
+      madvise((void *)lo, hi - lo, MADV_DONTNEED);
+  }
+  fclose(f);
 }
 
 int kv_ckpt_set_mapsize(kv_ckpt_t *c, size_t bytes) {

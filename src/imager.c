@@ -86,7 +86,11 @@ static void image_done(uv_work_t *req, int uvstatus) {
   kv_store_t *s = req->data;
   int rc = uvstatus != 0 ? KV_ESTORE : s->build_rc;
 
-  if (s->snap) kv_ckpt_snap_close(s->snap);
+  if (s->snap) {
+    kv_ckpt_snap_close(s->snap);
+    /* The build read every page of data.mdb; the map serves reads. */
+    kv_ckpt_release_pages(s->ckpt);
+  }
   s->snap = NULL;
   for (size_t i = 0; i < s->nrecs; i++) kv_rec_unref(s->recs[i]);
   free(s->recs);

@@ -72,6 +72,9 @@ int kv_store_open(uv_loop_t *loop, const char *dir, kv_sync_t sync,
     snprintf(errbuf, errlen, "cannot load the data: %s", kv_strerror(rc));
     goto fail;
   }
+  /* The map holds its own copies now: the reload's LMDB pages need not
+   * count in kvd's memory. */
+  kv_ckpt_release_pages(s->ckpt);
   /* The loaded map may need rehash steps; finish them before serving. */
   while (kv_map_rehash_step(s->map, 1024)) {
   }

@@ -40,6 +40,10 @@ int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags, kv_ckpt_t **out,
 
 void kv_ckpt_close(kv_ckpt_t *c);
 
+/* Drops this process's mapping of the pages read so far (after the
+ * reload); they stay in the page cache and fault back in if read. */
+void kv_ckpt_release_pages(kv_ckpt_t *c);
+
 /* Sets the LMDB map size (address space, not disk space); a size below
  * the data's is raised to it.  No transaction of this process may be
  * open.  Returns 0 or KV_ESTORE. */

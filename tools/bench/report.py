@@ -35,23 +35,27 @@ CURVES += [("vsize-put-%d" % s, "V durable PUT, %s" % n, "kvd")
            for s, n in ((16, "16 B"), (1024, "1 KiB"), (65536, "64 KiB"))]
 KEYS = (1000, 100000, 1000000)
 
+PEER_ORDER = ["kvd", "kvd --sync none", "kvd GET-only", "kvd idle", "nginx",
+              "webdis+redis", "redis AOF always", "redis", "etcd v2",
+              "disk fdatasync"]
+
 # The targets.  (workload, peer row, metric, op, threshold, text).  The
 # ratio is kvd's metric over the peer row's; with peer None the threshold
 # is an absolute value of kvd's row.  Metrics: rps, p50, p99, val.
 TARGETS = [
-    ("get64", "nginx", "rps", ">=", 0.8, "kvd >= 0.8x nginx req/s"),
-    ("get64", "webdis+redis", "rps", ">=", 1.0, "kvd >= webdis+redis"),
-    ("get64", "etcd v2", "rps", ">=", 1.0, "kvd >= etcd"),
-    ("get1", "nginx", "p50", "<=", 1.2, "kvd p50 <= 1.2x nginx"),
-    ("put64", "redis AOF always", "rps", ">=", 1.0, "kvd >= redis AOF"),
-    ("put64", "etcd v2", "rps", ">=", 1.0, "kvd >= etcd"),
-    ("put1", "etcd v2", "rps", ">=", 1.0, "kvd >= etcd"),
-    ("put1", "disk fdatasync", "rps", ">=", 0.4, "kvd >= 0.4x disk"),
-    ("mixed", "kvd GET-only", "rps", ">=", 0.5, "mixed >= 0.5x GET-only"),
-    ("restart", "redis", "val", "<=", 1.0, "kvd <= redis time"),
-    ("rss", "redis", "val", "<=", 1.5, "kvd <= 1.5x redis RSS"),
+    ("get64", "nginx", "rps", ">=", 0.8, "req/s >= 0.8x nginx"),
+    ("get64", "webdis+redis", "rps", ">=", 1.0, "req/s >= webdis"),
+    ("get64", "etcd v2", "rps", ">=", 1.0, "req/s >= etcd"),
+    ("get1", "nginx", "p50", "<=", 1.2, "p50 <= 1.2x nginx"),
+    ("put64", "redis AOF always", "rps", ">=", 1.0, "req/s >= redis AOF"),
+    ("put64", "etcd v2", "rps", ">=", 1.0, "req/s >= etcd"),
+    ("put1", "etcd v2", "rps", ">=", 1.0, "req/s >= etcd"),
+    ("put1", "disk fdatasync", "rps", ">=", 0.4, "req/s >= 0.4x disk"),
+    ("mixed", "kvd GET-only", "rps", ">=", 0.5, ">= 0.5x GET-only"),
+    ("restart", "redis", "val", "<=", 1.0, "time <= redis"),
+    ("rss", "redis", "val", "<=", 1.5, "RSS <= 1.5x redis"),
     ("image-mbs", None, "val", ">=", 300, ">= 300 MiB/s"),
-    ("regen", None, "val", "<=", 1.0, "rebuild <= 1 s"),
+    ("regen", None, "val", "<=", 1.0, "<= 1 s"),
     ("p99", "kvd idle", "p99", "<=", 2.0, "p99 <= 2x idle"),
 ]
 
@@ -167,15 +171,15 @@ def judge(rows):
             out[key] = (text, None, "n/a")
             continue
         met = v >= thr if op == ">=" else v <= thr
-        out[key] = (text, v, "yes" if met else "no")
+        out[key] = (text, v if peer else None, "yes" if met else "no")
     return out
 
 
 def table(rows, meta):
     verdict = judge(rows)
-    head = ("%-24s %-18s %11s %-15s %8s %8s %7s %8s  %-24s %-4s %s"
-            % ("workload", "peer", "req/s|value", "range", "p50 ms", "p99 ms",
-               "cpu us", "kvd/peer", "target", "met", "notes"))
+    fmt = "%-23s %-16s %11s %-15s %7s %7s %6s %8s  %-19s %-8s %s"
+    head = (fmt % ("workload", "peer", "req/s|value", "range", "p50 ms",
+                   "p99 ms", "cpu us", "kvd/peer", "target", "met", "notes"))
     lines = [head, "-" * len(head)]
     order = WORKLOADS + CURVES + [("keys-%d" % n, "K random GET, %s keys"
                                    % {1000: "1k", 100000: "100k",
@@ -189,8 +193,10 @@ def table(rows, meta):
         if not rs:
             continue
         k = next((r for r in rs if r.peer == subject), None)
-        # kvd's own row first.
-        rs = sorted(rs, key=lambda r: r.peer != subject)
+        # kvd's own row first, then the peers in a fixed order.
+        rs = sorted(rs, key=lambda r: (r.peer != subject,
+                                       PEER_ORDER.index(r.peer)
+                                       if r.peer in PEER_ORDER else 99))
         for r in rs:
             if r.main is None:
                 val, rng = "FAIL", "-"
@@ -203,13 +209,13 @@ def table(rows, meta):
                 ratio = "%.2f" % (k.main / r.main)
             tgt, tv, met = verdict.get((wl, r.peer), ("", None, ""))
             if tgt:
-                tgt = "%s (%s)" % (tgt, "%.2f" % tv if tv is not None else "-")
                 summary.append((label, r.peer, tgt, met))
-            lines.append("%-24s %-18s %11s %-15s %8s %8s %7s %8s  %-24s %-4s %s"
-                         % (label[:24], r.peer[:18], val, rng, fmt_ms(r.p50),
-                            fmt_ms(r.p99),
-                            "%.1f" % r.cpu if r.cpu else "-", ratio,
-                            tgt[:40], met, r.notes))
+                if tv is not None:
+                    met = "%s %.2f" % (met, tv)
+            lines.append(fmt % (label[:23], r.peer[:16], val, rng,
+                                fmt_ms(r.p50), fmt_ms(r.p99),
+                                "%.1f" % r.cpu if r.cpu else "-", ratio,
+                                tgt, met, r.notes))
             label = ""
     hdr = [
         "# kvd benchmark %s   %s" % (meta.get("date", ""), meta.get("cmd", "")),
@@ -220,17 +226,22 @@ def table(rows, meta):
         "# redis-benchmark for redis. req/s|value: median over the runs, range = min..max;",
         "# p50/p99/cpu: medians. cpu us = server CPU time (utime+stime, every process",
         "# of that peer) per request. kvd/peer = kvd's median / this row's (req/s or value).",
-        "# target (ratio or value) and met: see TARGETS in tools/bench/report.py.",
+        "# target/met: kvd's row against this row (the ratio follows yes/no); see TARGETS in",
+        "# tools/bench/report.py.",
         "# notes: srv/cli/oth = CPU used by the server, the load generator and every other process",
         "# on this shared machine during the run (100% = one core; oth above ~10% means noise).",
         "",
     ]
-    met = [s for s in summary if s[3] == "yes"]
-    foot = ["", "# targets met: %d of %d" % (len(met), len(summary))]
+    count = {v: sum(1 for s in summary if s[3] == v) for v in ("yes", "no", "n/a")}
+    foot = ["", "# targets: %d met, %d not met, %d not measured"
+            % (count["yes"], count["no"], count["n/a"])]
     return "\n".join(hdr + lines + foot) + "\n"
 
 
 def plots(rows, outdir):
+    """Throughput (left axis, median with the range as bars) and the server's
+    CPU time per request (right axis, dotted), which the noise of a shared
+    machine disturbs far less than throughput."""
     gp = shutil.which("gnuplot")
     if not gp:
         sys.stderr.write("report: no gnuplot, no plots\n")
@@ -238,60 +249,75 @@ def plots(rows, outdir):
 
     def pt(wl, peer="kvd"):
         r = next((r for r in rows.get(wl, []) if r.peer == peer), None)
-        return (r.main, r.lo, r.hi) if r and r.main else None
+        if not r or not r.main:
+            return None
+        return (r.main, r.lo, r.hi, r.cpu if r.cpu else float("nan"))
 
     def write(name, xs, series):
+        """NAME.dat: x, then per series: median, low, high, cpu us/req."""
         path = os.path.join(outdir, name + ".dat")
         with open(path, "w") as f:
-            f.write("# x " + " ".join("%s_med %s_lo %s_hi" % (s, s, s)
-                                      for s, _ in series) + "\n")
+            f.write("# x " + " ".join("%s_med %s_lo %s_hi %s_cpu_us"
+                                      % ((s,) * 4) for s, _ in series) + "\n")
             for x in xs:
                 cols = []
                 for _, fn in series:
                     p = fn(x)
-                    cols += ["%g %g %g" % p if p else "NaN NaN NaN"]
+                    cols.append("%g %g %g %g" % p if p else "NaN NaN NaN NaN")
                 f.write("%s %s\n" % (x, " ".join(cols)))
         return path
 
+    def curves(path, series):
+        """gnuplot plot clauses for [(title, first column)] of PATH."""
+        out = []
+        for i, (title, c) in enumerate(series):
+            out.append("'%s' u 1:%d:%d:%d w yerrorlines lw 2 lc %d t '%s req/s'"
+                       % (path if i == 0 else "", c, c + 1, c + 2, i + 1, title))
+            out.append("'' u 1:%d axes x1y2 w linespoints dt 3 lw 2 lc %d "
+                       "t '%s cpu us/req'" % (c + 3, i + 1, title))
+        return ", ".join(out)
+
     probe = subprocess.run([gp, "-e", "set terminal"], capture_output=True,
                            text=True)
-    term = ("set terminal pngcairo size 800,500 font 'sans,10'\n"
+    term = ("set terminal pngcairo size 860,520 font 'sans,10'\n"
             if "pngcairo" in probe.stdout + probe.stderr
-            else "set terminal png size 800,500\n")
-    common = term + ("set grid\nset key top right\nset logscale x\n"
-                     "set format y '%.0s%c'\nset yrange [0:*]\n")
+            else "set terminal png size 860,520\n")
+    common = term + (
+        "set grid\nset key outside bottom center horizontal\n"
+        "set logscale x\nset format y '%.0s%c'\nset yrange [0:*]\n"
+        "set ylabel 'requests/s (median; bars: min..max)'\n"
+        "set y2label 'server CPU us per request (dotted)'\n"
+        "set y2range [0:*]\nset y2tics\nset ytics nomirror\n")
     jobs = []
     conns = [1, 16, 64, 256, 1024]
     d = write("conns", conns, [("kvd", lambda c: pt("conns-%d" % c)),
                                ("nginx", lambda c: pt("conns-%d" % c, "nginx"))])
     if any(pt("conns-%d" % c) for c in conns):
         jobs.append(common + (
-            "set output '%s'\nset title 'GET throughput vs connections (11-byte value)'\n"
-            "set xlabel 'keep-alive connections'\nset ylabel 'requests/s (median, bars: range)'\n"
-            "set xtics (1,16,64,256,1024)\n"
-            "plot '%s' u 1:2:3:4 w yerrorlines lw 2 t 'kvd GET', "
-            "'' u 1:5:6:7 w yerrorlines lw 2 dt 2 t 'nginx return 200'\n"
-            % (os.path.join(outdir, "conns.png"), d)))
+            "set output '%s'\nset title 'GET, 11-byte value: throughput vs "
+            "keep-alive connections'\nset xlabel 'connections'\n"
+            "set xtics (1,16,64,256,1024)\nset xrange [0.7:1500]\nplot "
+            % os.path.join(outdir, "conns.png"))
+            + curves(d, [("kvd GET", 2), ("nginx return 200", 6)]) + "\n")
     sizes = [16, 1024, 65536]
     d = write("vsize", sizes, [("get", lambda s: pt("vsize-get-%d" % s)),
                                ("put", lambda s: pt("vsize-put-%d" % s))])
     if any(pt("vsize-get-%d" % s) for s in sizes):
-        jobs.append(common.replace("set yrange [0:*]\n", "set logscale y\n") + (
-            "set output '%s'\nset title 'kvd throughput vs value size (64 connections)'\n"
-            "set xlabel 'value size'\nset ylabel 'requests/s (median, bars: range; log scale)'\n"
+        jobs.append(common + (
+            "set output '%s'\nset title 'kvd, 64 connections: throughput vs "
+            "value size'\nset xlabel 'value size'\n"
             "set xtics ('16 B' 16, '1 KiB' 1024, '64 KiB' 65536)\n"
-            "plot '%s' u 1:2:3:4 w yerrorlines lw 2 t 'GET', "
-            "'' u 1:5:6:7 w yerrorlines lw 2 t 'PUT, --sync always (fdatasync)'\n"
-            % (os.path.join(outdir, "vsize.png"), d)))
+            "set xrange [10:100000]\nplot " % os.path.join(outdir, "vsize.png"))
+            + curves(d, [("GET", 2), ("durable PUT", 6)]) + "\n")
     d = write("keys", KEYS, [("kvd", lambda n: pt("keys-%d" % n))])
     if any(pt("keys-%d" % n) for n in KEYS):
         jobs.append(common + (
-            "set output '%s'\nset title 'kvd GET of random keys vs number of keys (64 connections)'\n"
+            "set output '%s'\nset title 'kvd, 64 connections: GET of random "
+            "keys vs number of keys'\n"
             "set xlabel 'keys in the store (16-byte keys, 100-byte values)'\n"
-            "set ylabel 'requests/s (median, bars: range)'\n"
-            "set xtics ('1k' 1000, '100k' 100000, '1M' 1000000)\nset xrange [500:2000000]\n"
-            "plot '%s' u 1:2:3:4 w yerrorlines lw 2 t 'kvd GET, random key'\n"
-            % (os.path.join(outdir, "keys.png"), d)))
+            "set xtics ('1k' 1000, '100k' 100000, '1M' 1000000)\n"
+            "set xrange [500:2000000]\nplot " % os.path.join(outdir, "keys.png"))
+            + curves(d, [("kvd GET", 2)]) + "\n")
     for j in jobs:
         r = subprocess.run([gp], input=j, text=True, capture_output=True)
         if r.returncode != 0:
