@@ -70,7 +70,13 @@ static void on_connection(uv_stream_t *listener, int status) {
   int rc;
 
   if (status < 0) {
-    kv_log_warn("accept: %s", uv_strerror(status));
+    /* On EMFILE libuv sheds the connection with its spare descriptor and
+     * reports it here, once per connection: one line a second is enough. */
+    uint64_t now = uv_now(srv->loop);
+    if (now - srv->accept_warned >= 1000 || !srv->accept_warned) {
+      srv->accept_warned = now ? now : 1;
+      kv_log_warn("accept: %s (shedding connections)", uv_strerror(status));
+    }
     return;
   }
   rc = kv_conn_accept(srv, listener, srv->nconns >= srv->cfg.max_conns);

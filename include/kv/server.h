@@ -32,6 +32,7 @@ typedef struct kv_server {
   int argc;
   char **argv;
   int ready;
+  uint64_t accept_warned; /* uv_now() of the last accept warning */
   uv_timer_t sweep;
   uv_timer_t deadline; /* bounds the shutdown */
   uv_check_t check;    /* finishes map rehashes between polls */

@@ -511,3 +511,57 @@ def slowhttptest():
     m = re.findall(r"connected:\s+(\d+)", tail)
     assert m and max(int(x) for x in m) >= 100, "slowhttptest did not get its connections: " + tail
     assert max(lat) < 0.2, "slowest GET took %.0f ms" % (max(lat) * 1000)
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@case("out of file descriptors kvd sheds new connections without spinning and serves again after")
+def emfile():
+    if not shutil.which("prlimit"):
+        print("SKIPPED: prlimit (util-linux) is not installed")
+        return
+    k = Kvd()
+    k.put("a", b"1")
+    pid = k.proc.pid
+    res = subprocess.run(["prlimit", "--pid", str(pid), "--nofile=40:40"],
+                         capture_output=True, timeout=10)
+    assert res.returncode == 0, res
+    conns, shed = [], 0
+    try:
+        for i in range(80):
+            c = Conn(k.port, timeout=2)
+            conns.append(c)
+            c.send(b"GET /a HTTP/1.1\r\n" + H + b"\r\n", tolerate_close=True)
+        for c in conns:
+            try:
+                r = c.read_response()
+                assert r.status == 200 and r.body == b"1", r.summary()
+            except (ConnectionClosed, ConnectionResetError, TimeoutError):
+                shed += 1
+        assert shed > 0, "80 connections fit in 40 descriptors?"
+        # Holding every descriptor, an idle kvd must stay idle.
+        t0 = cpu_seconds(pid)
+        time.sleep(1.0)
+        spent = cpu_seconds(pid) - t0
+        assert spent < 0.3, "kvd used %.2f s of CPU in 1 s while out of descriptors" % spent
+    finally:
+        for c in conns:
+            c.close()
+    # With descriptors back, a new client is served at once.
+    deadline = time.monotonic() + 3
+    while True:
+        try:
+            with k.conn() as c:
+                c.send(b"GET /a HTTP/1.1\r\n" + H + b"\r\n")
+                expect(c.read_response(), 200, b"1")
+                break
+        except (ConnectionClosed, ConnectionResetError, TimeoutError):
+            assert time.monotonic() < deadline, "not served within 3 s after closing"
+            time.sleep(0.05)
+    text = k.stderr_text()
+    assert text.count("shedding connections") <= 3, text
+    print("shed %d of 80 connections" % shed)
