@@ -88,10 +88,8 @@ size_t kv_out_iov(kv_out_t *o) {
 
 void kv_out_reset(kv_out_t *o) {
   for (size_t i = 0; i < o->nref; i++) {
-    if (o->refs[i].is_image) {
-      kv_image_drop_pages(o->refs[i].p);
+    if (o->refs[i].is_image)
       kv_image_unref(o->refs[i].p);
-    }
     else
       kv_rec_unref(o->refs[i].p);
   }

@@ -317,10 +317,6 @@ out:
   return err;
 }
 
-void kv_image_drop_pages(const kv_image_t *img) {
-  madvise(img->base, img->maplen, MADV_DONTNEED);
-}
-
 const char *kv_image_data(const kv_image_t *img) { return img->base; }
 
 size_t kv_image_len(const kv_image_t *img) { return img->len; }

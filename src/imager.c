@@ -10,7 +10,11 @@
  * image than exists, a background refresh some time after writes, or the
  * final image at shutdown.  Never once per write.
  */
+#include <pthread.h>
 #include <stdio.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,12 +49,19 @@ static int recs_next(void *it, kv_slice_t *key, kv_slice_t *val) {
   return 1;
 }
 
-/* On a worker: the records are immutable and the listener holds a
- * reference on each until image_done, so reading them here is safe. */
-static void image_work(uv_work_t *req) {
-  kv_store_t *s = req->data;
+/* The builder's own thread, at the lowest priority: a build is a second
+ * or so of CPU at a million keys, and on a busy core it must yield to the
+ * listener, not share with it.  A pool thread could not be niced and then
+ * restored without CAP_SYS_NICE, so each build gets a short-lived thread.
+ * The records are immutable and the listener holds a reference on each
+ * until image_done, so reading them here is safe. */
+static void *image_thread(void *arg) {
+  kv_store_t *s = arg;
   uint64_t t0 = uv_hrtime();
 
+  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) != 0) {
+    /* Only a lower priority is lost; the build goes on. */
+  }
   if (s->recs) {
     qsort(s->recs, s->nrecs, sizeof(*s->recs), rec_cmp);
     s->rec_next = 0;
@@ -61,6 +72,11 @@ static void image_work(uv_work_t *req) {
                                  kv_ckpt_snap_next_cb, s->snap, &s->built);
   }
   s->build_ms = (uv_hrtime() - t0) / 1000000;
+  /* The build read every page of data.mdb, but the map serves reads:
+   * forget the pages here, where it costs the listener nothing. */
+  if (!s->recs) kv_ckpt_release_pages(s->ckpt);
+  uv_async_send(&s->image_async);
+  return NULL;
 }
 
 /* Answers the waiters this build covers: those that need no newer commit
@@ -82,15 +98,12 @@ static void answer_waiters(kv_store_t *s, int rc, uint64_t seq) {
   }
 }
 
-static void image_done(uv_work_t *req, int uvstatus) {
-  kv_store_t *s = req->data;
-  int rc = uvstatus != 0 ? KV_ESTORE : s->build_rc;
+static void image_done(uv_async_t *h) {
+  kv_store_t *s = h->data;
+  int rc = s->build_rc;
 
-  if (s->snap) {
-    kv_ckpt_snap_close(s->snap);
-    /* The build read every page of data.mdb; the map serves reads. */
-    kv_ckpt_release_pages(s->ckpt);
-  }
+  if (!s->imaging) return; /* a coalesced or stray wakeup */
+  if (s->snap) kv_ckpt_snap_close(s->snap);
   s->snap = NULL;
   for (size_t i = 0; i < s->nrecs; i++) kv_rec_unref(s->recs[i]);
   free(s->recs);
@@ -143,6 +156,23 @@ void kv__imager_changed(kv_store_t *s) {
   uv_timer_start(&s->image_timer, refresh_timer, delay, 0);
 }
 
+static int start_builder(kv_store_t *s) {
+  pthread_attr_t attr;
+  pthread_t tid;
+  int rc;
+
+  if (pthread_attr_init(&attr) != 0) return -1;
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  rc = pthread_create(&tid, &attr, image_thread, s);
+  pthread_attr_destroy(&attr);
+  return rc == 0 ? 0 : -1;
+}
+
+void kv__imager_init(kv_store_t *s) {
+  uv_async_init(s->loop, &s->image_async, image_done);
+  s->image_async.data = s;
+}
+
 /* Starts a build if one is wanted and none can be harmed by it: no build
  * already running, and no commit in flight (its result would be in LMDB
  * before it is in the map). */
@@ -173,8 +203,10 @@ void kv__imager_kick(kv_store_t *s) {
   s->snap_hint = (size_t)(kv_map_bytes(s->map) + kv_map_bytes(s->map) / 16 +
                           6 * kv_map_count(s->map) + 4096);
   s->imaging = 1;
-  s->image_work.data = s;
-  uv_queue_work(s->loop, &s->image_work, image_work, image_done);
+  if (start_builder(s) != 0) {
+    s->build_rc = KV_ENOMEM;
+    uv_async_send(&s->image_async);
+  }
 }
 
 /* True when shutdown need not wait for the imager: nothing is building and

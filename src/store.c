@@ -80,6 +80,7 @@ int kv_store_open(uv_loop_t *loop, const char *dir, kv_sync_t sync,
   }
   uv_timer_init(loop, &s->image_timer);
   s->image_timer.data = s;
+  kv__imager_init(s);
   kv_log_info("loaded %zu keys (%llu bytes) from %s in %llu ms",
               kv_map_count(s->map),
               (unsigned long long)kv_map_bytes(s->map), dir,
@@ -124,6 +125,7 @@ void kv_store_drain(kv_store_t *s, void (*done)(kv_store_t *s)) {
 void kv_store_close(kv_store_t *s) {
   s->closing = 1;
   uv_close((uv_handle_t *)&s->image_timer, NULL);
+  uv_close((uv_handle_t *)&s->image_async, NULL);
 }
 
 void kv_store_free(kv_store_t *s) {

@@ -52,11 +52,6 @@ const char *kv_image_data(const kv_image_t *img);
 size_t kv_image_len(const kv_image_t *img);
 uint64_t kv_image_seq(const kv_image_t *img); /* as passed to build */
 
-/* Forgets the page-table entries of the mapping (the bytes stay in the
- * page cache); called after sending the image, so it does not count in
- * kvd's RSS between requests. */
-void kv_image_drop_pages(const kv_image_t *img);
-
 /* References are not atomic: take and drop them on one thread. */
 kv_image_t *kv_image_ref(kv_image_t *img);
 void kv_image_unref(kv_image_t *img); /* accepts NULL */

@@ -85,7 +85,7 @@ typedef struct kv_store {
   int build_rc;
   int imaging;
   uint64_t build_ms;          /* how long the last build took */
-  uv_work_t image_work;
+  uv_async_t image_async;     /* the builder thread's "done" */
   uv_timer_t image_timer;     /* background refresh after writes */
   int timer_armed;
   int refresh;                /* a background build is due */
@@ -126,6 +126,7 @@ void kv_store_free(kv_store_t *s);
 /* commit.c and imager.c hooks, internal to the store. */
 void kv__commit_start(kv_store_t *s);
 void kv__commit_grow(kv_store_t *s);
+void kv__imager_init(kv_store_t *s);
 void kv__imager_changed(kv_store_t *s);
 void kv__imager_kick(kv_store_t *s);
 int kv__imager_idle(kv_store_t *s);
