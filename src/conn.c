@@ -205,15 +205,45 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   conn_flush(c);
 }
 
+/* The most one write may copy.  libuv issues one writev per writable
+ * event with everything queued, and a loopback socket's buffer grows to
+ * megabytes: sending a large image in one go would stall every other
+ * client for milliseconds.  In slices, large bodies interleave. */
+#define KV_WRITE_SLICE (1024 * 1024)
+
+static void write_slice(kv_conn_t *c);
+
+/* Advances the buffer being written past n bytes. */
+static void advance(kv_out_t *o, size_t n) {
+  while (n > 0 && o->iov_i < o->nseg) {
+    uv_buf_t *b = &o->iov[o->iov_i];
+    if (n < b->len) {
+      b->base += n;
+      b->len -= n;
+      return;
+    }
+    n -= b->len;
+    o->iov_i++;
+  }
+}
+
 static void on_write(uv_write_t *req, int status) {
   kv_conn_t *c = req->data;
+  kv_out_t *o = &c->out[c->cur ^ 1];
 
-  kv_out_reset(&c->out[c->cur ^ 1]);
-  c->writing = 0;
   if (status < 0 || c->closing) {
+    kv_out_reset(o);
+    c->writing = 0;
     kv_conn_close(c);
     return;
   }
+  advance(o, c->slice_len);
+  if (o->iov_i < o->nseg) {
+    write_slice(c); /* more of this buffer */
+    return;
+  }
+  kv_out_reset(o);
+  c->writing = 0;
   if (c->out[c->cur].bytes) {
     conn_flush(c);
     return;
@@ -226,14 +256,39 @@ static void on_write(uv_write_t *req, int status) {
   if (c->paused && c->state != KV_CONN_WAIT) kv_conn_resume(c);
 }
 
-/* Writes everything queued in one writev.  Most answers fit in the socket
- * buffer at once, so uv_try_write goes first: that needs no write request
- * and no callback, and spares the epoll_ctl libuv makes after every
- * uv_write.  Whatever does not fit goes through uv_write, and while that
- * is in flight new answers queue in the other buffer. */
+/* Queues the next slice of the buffer in flight: whole buffers up to
+ * KV_WRITE_SLICE bytes, the last one cut short if need be. */
+static void write_slice(kv_conn_t *c) {
+  kv_out_t *o = &c->out[c->cur ^ 1];
+  size_t k = 0, total = 0;
+
+  while (o->iov_i + k < o->nseg && k < KV_SLICE_BUFS &&
+         total < KV_WRITE_SLICE) {
+    uv_buf_t b = o->iov[o->iov_i + k];
+    if (b.len > KV_WRITE_SLICE - total) b.len = KV_WRITE_SLICE - total;
+    c->slice[k++] = b;
+    total += b.len;
+  }
+  c->slice_len = total;
+  c->write_since = now_ms(c);
+  c->wreq.data = c;
+  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, c->slice, (unsigned)k,
+               on_write) != 0) {
+    kv_out_reset(o);
+    c->writing = 0;
+    kv_conn_close(c);
+  }
+}
+
+/* Writes everything queued, with one writev for the common case.  Most
+ * answers fit in the socket buffer at once, so uv_try_write goes first:
+ * that needs no write request and no callback, and spares the epoll_ctl
+ * libuv makes after every uv_write.  Whatever does not fit goes through
+ * uv_write in slices, and meanwhile new answers queue in the other
+ * buffer. */
 static void conn_flush(kv_conn_t *c) {
   kv_out_t *o = &c->out[c->cur];
-  size_t n, i = 0;
+  size_t n;
   int r;
 
   if (c->writing || c->closing) return;
@@ -246,7 +301,9 @@ static void conn_flush(kv_conn_t *c) {
     kv_conn_close(c);
     return;
   }
-  r = uv_try_write((uv_stream_t *)&c->tcp, o->iov, (unsigned)n);
+  r = o->bytes <= KV_WRITE_SLICE
+          ? uv_try_write((uv_stream_t *)&c->tcp, o->iov, (unsigned)n)
+          : UV_EAGAIN;
   if (r >= 0 && (size_t)r == o->bytes) {
     kv_out_reset(o);
     if (c->close_after && c->state != KV_CONN_WAIT) finish_close(c);
@@ -256,23 +313,11 @@ static void conn_flush(kv_conn_t *c) {
     kv_conn_close(c);
     return;
   }
-  for (size_t done = r > 0 ? (size_t)r : 0; done > 0; i++) {
-    if (done < o->iov[i].len) {
-      o->iov[i].base += done;
-      o->iov[i].len -= done;
-      break;
-    }
-    done -= o->iov[i].len;
-  }
+  o->iov_i = 0;
+  advance(o, r > 0 ? (size_t)r : 0);
   c->cur ^= 1;
   c->writing = 1;
-  c->write_since = now_ms(c);
-  c->wreq.data = c;
-  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, o->iov + i,
-               (unsigned)(n - i), on_write) != 0) {
-    c->writing = 0;
-    kv_conn_close(c);
-  }
+  write_slice(c);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {

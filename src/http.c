@@ -95,6 +95,7 @@ void kv_out_reset(kv_out_t *o) {
   }
   o->nref = 0;
   o->nseg = 0;
+  o->iov_i = 0;
   o->alen = 0;
   o->bytes = 0;
   /* Let one huge pipeline's arena go rather than keep it per connection. */

@@ -45,6 +45,9 @@ typedef struct kv_conn {
   kv_out_t out[2]; /* one being written, one filling */
   int cur;         /* index of the filling one */
   uv_write_t wreq;
+#define KV_SLICE_BUFS 64
+  uv_buf_t slice[KV_SLICE_BUFS]; /* the slice being written */
+  size_t slice_len;
   uv_shutdown_t sreq;
   uint64_t write_since; /* when the write in flight last made progress */
   size_t write_queued;  /* its unsent bytes at that time */

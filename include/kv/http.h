@@ -43,6 +43,7 @@ typedef struct {
   size_t nref, refcap;
   uv_buf_t *iov;
   size_t iovcap;
+  size_t iov_i; /* the first buffer not yet fully written */
   size_t bytes; /* everything queued */
 } kv_out_t;
 
