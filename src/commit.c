@@ -69,7 +69,6 @@ static void commit_done(uv_work_t *req, int uvstatus) {
   s->ops_n = 0;
   if (rc == 0) {
     s->seq++;
-    s->commits++;
   } else if (rc == KV_EIO) {
     /* After a failed fsync the kernel may have dropped the dirty pages,
      * so a retry could report success for data that is not on disk (the
@@ -94,7 +93,6 @@ static void commit_done(uv_work_t *req, int uvstatus) {
       }
       existed = old != NULL;
       kv_rec_unref(old);
-      s->committed_writes++;
     } else if (w->op == KV_OP_PUT) {
       kv_rec_unref(w->rec);
     }

@@ -315,7 +315,7 @@ int kv_server_main(int argc, char **argv) {
 
   notify("READY=1");
   uv_run(srv->loop, UV_RUN_DEFAULT);
-  rc = srv->exit_code;
+  rc = 0;
 out:
   kv_server_free(srv);
   return rc;

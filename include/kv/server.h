@@ -42,7 +42,6 @@ typedef struct kv_server {
   char *rbuf; /* shared read buffer */
   int shutting_down; /* 1 while draining, 2 once done */
   int store_drained;
-  int exit_code;
 } kv_server_t;
 
 /* kvd's whole life: parse the command line, open the store, serve until a

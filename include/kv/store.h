@@ -71,7 +71,6 @@ typedef struct kv_store {
   int grow_wanted;            /* the batch in flight needs a bigger map */
   uint64_t commit_ns;         /* how long the last commit took */
   uv_work_t commit_work;
-  uint64_t commits, committed_writes;
 
   /* image (imager.c) */
   kv_image_t *image;          /* newest generation, or NULL */
