@@ -9,6 +9,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <sys/file.h>
 #include <stdarg.h>
@@ -38,7 +39,11 @@ struct kv_ckpt {
   MDB_env *env;
   MDB_dbi data;
   int readonly;
-  int dirfd; /* holds the directory's exclusive flock while open */
+  int dirfd;      /* holds the directory's exclusive flock while open */
+  int created;    /* this open made data.mdb */
+  int made_dir;   /* this open made the directory itself */
+  int no_reserve; /* the file system cannot preallocate */
+  uint64_t reserved; /* data.mdb has disk blocks up to here */
 };
 
 struct kv_ckpt_snap {
@@ -46,6 +51,7 @@ struct kv_ckpt_snap {
   MDB_cursor *cur;
   MDB_cursor_op op; /* the next cursor move: FIRST/SET_RANGE, then NEXT */
   int done;
+  size_t maxkey;
   size_t plen;
   char prefix[];
 };
@@ -71,6 +77,7 @@ static int ckpt_txn_err(int rc) {
   case ENOSPC:
   case EDQUOT: return KV_ENOSPACE;
   case EIO: return KV_EIO;
+  case MDB_READERS_FULL: return KV_EREADERS;
   default: return KV_ESTORE;
   }
 }
@@ -116,8 +123,9 @@ static int ckpt_dir_empty(const char *dir) {
  * kvd never scatters its files into somebody else's directory.  Sets *nolock
  * for a read-only open of a directory whose lock.mdb is gone, so that
  * nothing gets created.  Returns 0 or an error with errbuf filled. */
-static int ckpt_prepare_dir(const char *dir, int readonly, int *nolock,
+static int ckpt_prepare_dir(kv_ckpt_t *c, const char *dir, int *nolock,
                             char *errbuf, size_t errlen) {
+  int readonly = c->readonly;
   struct stat st;
   char path[4096];
   int r, e;
@@ -134,6 +142,7 @@ static int ckpt_prepare_dir(const char *dir, int readonly, int *nolock,
       ckpt_err(errbuf, errlen, "cannot create: %s", strerror(e));
       return e == EIO ? KV_EIO : KV_ESTORE;
     }
+    c->made_dir = c->created = 1;
     return 0;
   }
   if (!S_ISDIR(st.st_mode)) {
@@ -164,6 +173,7 @@ static int ckpt_prepare_dir(const char *dir, int readonly, int *nolock,
       ckpt_err(errbuf, errlen, "not a kvd data directory (it is empty)");
       return KV_ENOTKVD;
     }
+    c->created = 1;
     return 0;
   }
   if (readonly) {
@@ -322,28 +332,60 @@ fail:
   return err;
 }
 
-int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags, kv_ckpt_t **out,
-                 char *errbuf, size_t errlen) {
+/* fsyncs the directory at path: a new entry in it (data.mdb, or the
+ * data directory itself) is durable only once its directory is. */
+static int ckpt_sync_dir(const char *path) {
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+  if (fd < 0 || fsync(fd) != 0) rc = errno;
+  if (fd >= 0) close(fd);
+  return rc;
+}
+
+/* Makes a new directory's entries durable: data.mdb and lock.mdb in dir,
+ * and dir in its parent when this open created it. */
+static int ckpt_sync_new(kv_ckpt_t *c, const char *dir, char *errbuf,
+                         size_t errlen) {
+  char parent[4096];
+  const char *slash;
+  int e = fsync(c->dirfd) != 0 ? errno : 0;
+
+  if (e == 0 && c->made_dir) {
+    slash = strrchr(dir, '/');
+    if (slash == NULL)
+      snprintf(parent, sizeof parent, ".");
+    else if (slash == dir)
+      snprintf(parent, sizeof parent, "/");
+    else
+      snprintf(parent, sizeof parent, "%.*s", (int)(slash - dir), dir);
+    e = ckpt_sync_dir(parent);
+  }
+  if (e == 0) return 0;
+  ckpt_err(errbuf, errlen, "cannot sync the new directory: %s", strerror(e));
+  return e == EIO ? KV_EIO : KV_ESTORE;
+}
+
+int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags,
+                 unsigned max_readers, kv_ckpt_t **out, char *errbuf,
+                 size_t errlen) {
   kv_ckpt_t *c = NULL;
   unsigned int envflags = MDB_NOTLS | MDB_NORDAHEAD;
-  int readonly = (flags & KV_CKPT_READONLY) != 0;
   int nolock, rc, err, dead;
 
   *out = NULL;
   ckpt_err(errbuf, errlen, "%s", "");
-  err = ckpt_prepare_dir(dir, readonly, &nolock, errbuf, errlen);
-  if (err != 0) return err;
-
   c = calloc(1, sizeof *c);
   if (c == NULL) {
     ckpt_err(errbuf, errlen, "%s", strerror(ENOMEM));
     return KV_ENOMEM;
   }
-  c->readonly = readonly;
+  c->readonly = (flags & KV_CKPT_READONLY) != 0;
   c->dirfd = -1;
+  err = ckpt_prepare_dir(c, dir, &nolock, errbuf, errlen);
+  if (err != 0) goto fail;
   /* LMDB lets several processes write one environment; two servers would
    * each keep their own diverging map.  One writer per directory. */
-  if (!readonly) {
+  if (!c->readonly) {
     c->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (c->dirfd < 0 || flock(c->dirfd, LOCK_EX | LOCK_NB) != 0) {
       int e = errno;
@@ -354,7 +396,7 @@ int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags, kv_ckpt_t **out,
     }
   }
   if (sync == KV_SYNC_NONE) envflags |= MDB_NOSYNC;
-  if (readonly) envflags |= MDB_RDONLY;
+  if (c->readonly) envflags |= MDB_RDONLY;
   /* A read-only open would create lock.mdb, owned by whoever runs kvdump,
    * and the server could not open it later: go without locking.  Only
    * safe because no server runs on a directory without its lock file. */
@@ -362,6 +404,11 @@ int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags, kv_ckpt_t **out,
 
   rc = mdb_env_create(&c->env);
   if (rc == 0) rc = mdb_env_set_maxdbs(c->env, 2);
+  /* The first process to open the environment sizes lock.mdb's reader
+   * table; later ones use the size it has. */
+  if (rc == 0)
+    rc = mdb_env_set_maxreaders(c->env,
+                                max_readers ? max_readers : KV_CKPT_READERS);
   if (rc != 0) goto lmdb_fail;
   rc = mdb_env_open(c->env, dir, envflags, 0600);
   if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH) {
@@ -373,7 +420,7 @@ int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags, kv_ckpt_t **out,
   if (rc != 0) goto lmdb_fail;
   /* Readers of a killed process keep pages from being reused until their
    * slots are cleared; the write mutex itself is robust. */
-  if (!readonly && !nolock) {
+  if (!c->readonly && !nolock) {
     rc = mdb_reader_check(c->env, &dead);
     if (rc != 0) goto lmdb_fail;
   }
@@ -382,6 +429,8 @@ int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags, kv_ckpt_t **out,
   rc = ckpt_set_mapsize(c->env);
   if (rc != 0) goto lmdb_fail;
   err = ckpt_check_format(c, errbuf, errlen);
+  if (err == 0 && c->created && !c->readonly)
+    err = ckpt_sync_new(c, dir, errbuf, errlen);
   if (err != 0) goto fail;
   *out = c;
   return 0;
@@ -403,22 +452,59 @@ void kv_ckpt_close(kv_ckpt_t *c) {
   free(c);
 }
 
-/* Translates a failed commit.  LMDB 0.9.24 turns a short pwrite into EIO,
- * and a short write is how a disk that fills in the middle of a batch
- * usually shows: so EIO on a file system with no space left is reported
- * as KV_ENOSPACE (a heuristic: a real I/O error while the disk happens to
- * be full is reported as full too). */
-static int ckpt_commit_err(kv_ckpt_t *c, int rc) {
-  struct statvfs st;
-  int fd;
-  if (rc == EIO && mdb_env_get_fd(c->env, &fd) == 0 &&
-      fstatvfs(fd, &st) == 0 && st.f_bavail == 0)
-    return KV_ENOSPACE;
-  return ckpt_txn_err(rc);
+/* Gives data.mdb disk blocks, past the pages LMDB has used, for every page
+ * the batch could write: each op's path from root to leaf copied and split
+ * once, the value's overflow pages, and the free list and roots.  LMDB
+ * then only overwrites allocated blocks, so its pwrites cannot fail with
+ * ENOSPC, and any error at commit is a failed flush.  Blocks are given in
+ * steps of 1/16 of the file (at least 1 MiB) to keep this to a syscall now
+ * and then; near a full disk, exactly what is needed.  Returns 0 or
+ * KV_ENOSPACE with nothing of the batch written. */
+static int ckpt_reserve(kv_ckpt_t *c, MDB_txn *txn, const kv_ckpt_op_t *ops,
+                        size_t n) {
+  MDB_envinfo info;
+  MDB_stat st;
+  uint64_t pages = 16, base, need, step;
+  int fd, e;
+
+  if (c->no_reserve || mdb_stat(txn, c->data, &st) != 0 ||
+      mdb_env_info(c->env, &info) != 0 || mdb_env_get_fd(c->env, &fd) != 0)
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    pages += 2 * ((uint64_t)st.ms_depth + 2);
+    if (ops[i].val.len > st.ms_psize / 2)
+      pages += (ops[i].val.len + 64 + st.ms_psize - 1) / st.ms_psize;
+  }
+  base = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+  need = base + pages * st.ms_psize;
+  if (need <= c->reserved) return 0;
+  step = need / 16 > (1u << 20) ? need / 16 : (1u << 20);
+  if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)base,
+                (off_t)(need + step - base)) == 0) {
+    c->reserved = need + step;
+    return 0;
+  }
+  e = errno;
+  if (e == ENOSPC || e == EDQUOT) {
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)base, (off_t)(need - base))
+        == 0) {
+      c->reserved = need;
+      return 0;
+    }
+    e = errno;
+  }
+  if (e == ENOSPC || e == EDQUOT) return KV_ENOSPACE;
+  if (e == EOPNOTSUPP) c->no_reserve = 1; /* pwrite may then see ENOSPC */
+  return 0;
 }
 
 /* One write transaction for the whole batch: LMDB commits it atomically,
- * so on any failure the abort leaves none of it applied. */
+ * so on any failure the abort leaves none of it applied.  Failures before
+ * mdb_txn_commit wrote nothing the next open would see, and keep their
+ * meaning (a full map or disk), as does a full map found when the commit
+ * saves the free list.  Any other failure of mdb_txn_commit is a failed
+ * flush: its pages or meta page may be half on disk, and after a
+ * failed fsync the kernel may have dropped them, so it is KV_EIO. */
 int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n) {
   MDB_txn *txn = NULL;
   MDB_val k, v;
@@ -432,7 +518,13 @@ int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n) {
     kv_log_info("freed %d stale LMDB reader slot%s", dead,
                 dead == 1 ? "" : "s");
   rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+  if (rc == MDB_PANIC) return KV_EIO; /* an earlier flush failed */
   if (rc != 0) return ckpt_txn_err(rc);
+  rc = ckpt_reserve(c, txn, ops, n);
+  if (rc != 0) {
+    mdb_txn_abort(txn);
+    return rc;
+  }
   for (size_t i = 0; i < n; i++) {
     k.mv_size = ops[i].key.len;
     k.mv_data = (void *)ops[i].key.ptr;
@@ -448,11 +540,14 @@ int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n) {
     }
     if (rc != 0) {
       mdb_txn_abort(txn);
-      return ckpt_commit_err(c, rc);
+      return ckpt_txn_err(rc);
     }
   }
   rc = mdb_txn_commit(txn); /* frees txn whatever the outcome */
-  return ckpt_commit_err(c, rc);
+  /* Saving the free list can still need a page, before anything is
+   * written. */
+  if (rc == MDB_MAP_FULL) return KV_EMAPFULL;
+  return rc == 0 ? 0 : KV_EIO;
 }
 
 int kv_ckpt_stat(kv_ckpt_t *c, uint64_t *keys) {
@@ -480,8 +575,8 @@ int kv_ckpt_snap_open(kv_ckpt_t *c, const char *prefix, size_t plen,
   if (s == NULL) return KV_ENOMEM;
   if (plen > 0) memcpy(s->prefix, prefix, plen);
   s->plen = plen;
-  s->op = plen > 0 ? MDB_SET_RANGE : MDB_FIRST;
-  s->done = plen > (size_t)mdb_env_get_maxkeysize(c->env);
+  s->maxkey = (size_t)mdb_env_get_maxkeysize(c->env);
+  kv_ckpt_snap_rewind(s);
   rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &s->txn);
   if (rc != 0) goto fail;
   rc = mdb_cursor_open(s->txn, c->data, &s->cur);
@@ -492,7 +587,7 @@ int kv_ckpt_snap_open(kv_ckpt_t *c, const char *prefix, size_t plen,
 fail:
   if (s->txn != NULL) mdb_txn_abort(s->txn);
   free(s);
-  return rc == ENOMEM ? KV_ENOMEM : KV_ESTORE;
+  return rc == ENOMEM ? KV_ENOMEM : ckpt_txn_err(rc);
 }
 
 int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_slice_t *key, kv_slice_t *val) {
@@ -518,6 +613,11 @@ int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_slice_t *key, kv_slice_t *val) {
   val->ptr = v.mv_data;
   val->len = v.mv_size;
   return 1;
+}
+
+void kv_ckpt_snap_rewind(kv_ckpt_snap_t *s) {
+  s->op = s->plen > 0 ? MDB_SET_RANGE : MDB_FIRST;
+  s->done = s->plen > s->maxkey;
 }
 
 int kv_ckpt_snap_next_cb(void *snap, kv_slice_t *key, kv_slice_t *val) {

@@ -35,6 +35,7 @@ void kv_config_defaults(kv_config_t *cfg) {
   cfg->max_head = 16384;
   cfg->max_headers = 100;
   cfg->max_conns = 10000;
+  cfg->max_readers = KV_CKPT_READERS;
   cfg->header_timeout_ms = 10000;
   cfg->body_timeout_ms = 30000;
   cfg->idle_timeout_ms = 60000;
@@ -58,6 +59,8 @@ static void usage(FILE *f) {
     "                          (default); none: survive a crash of kvd,\n"
     "                          not of the machine\n"
     "  --map-size BYTES        initial LMDB map size; it grows as needed\n"
+    "  --max-readers N         LMDB reader slots: concurrent kvdump runs and\n"
+    "                          image builds (default %u)\n"
     "  --max-value BYTES       largest value, K/M/G suffixes (default 16M)\n"
     "  --max-uri BYTES         longest request target (default 8K)\n"
     "  --max-header-bytes BYTES  largest header section (default 16K)\n"
@@ -75,7 +78,7 @@ static void usage(FILE *f) {
     "  --access-log true|false one line per request (default false)\n"
     "  --help                  print this help\n"
     "  --version               print the version\n",
-    KV_DEFAULT_HOST, KV_DEFAULT_PORT, KV_DEFAULT_DATA);
+    KV_DEFAULT_HOST, KV_DEFAULT_PORT, KV_DEFAULT_DATA, KV_CKPT_READERS);
 }
 
 int kv_config_parse_size(const char *s, size_t *out) {
@@ -178,6 +181,13 @@ static const char *size_in(size_t *dst, const char *arg, size_t lo,
 static const char *set_map_size(kv_config_t *cfg, const char *arg) {
   return size_in(&cfg->map_size, arg, 4096, SIZE_MAX,
                  "expected a size of at least 4K, like 1G");
+}
+
+static const char *set_max_readers(kv_config_t *cfg, const char *arg) {
+  size_t n;
+  const char *why = size_in(&n, arg, 2, 65536, "expected 2 to 65536");
+  if (!why) cfg->max_readers = (unsigned)n;
+  return why;
 }
 
 static const char *set_max_value(kv_config_t *cfg, const char *arg) {
@@ -294,6 +304,7 @@ static const struct setting {
   {"data", ARG_REQUIRED, set_data},
   {"sync", ARG_REQUIRED, set_sync},
   {"map-size", ARG_REQUIRED, set_map_size},
+  {"max-readers", ARG_REQUIRED, set_max_readers},
   {"max-value", ARG_REQUIRED, set_max_value},
   {"max-uri", ARG_REQUIRED, set_max_uri},
   {"max-header-bytes", ARG_REQUIRED, set_max_head},
@@ -543,14 +554,12 @@ int kv_config_parse(kv_config_t *cfg, int argc, char **argv) {
   return parse(cfg, argc, argv);
 }
 
-int kv_config_reload(const kv_config_t *cfg, int argc, char **argv,
-                     kv_config_t *next) {
+int kv_config_reload(int argc, char **argv, kv_config_t *next) {
   int rc;
 
   kv_config_defaults(next);
   quiet_reload = 1;
   rc = parse(next, argc, argv);
   quiet_reload = 0;
-  (void)cfg;
   return rc == KV_CONFIG_RUN ? 0 : -1;
 }

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,45 @@ typedef struct {
   int fd;
   int err; /* errno of the write that failed */
 } dump_out_t;
+
+/* The signal that asked kvdump to stop, or 0.  As in mdb_dump, a signal
+ * only sets this; the dump notices it, ends its read transaction and
+ * closes the environment, so its LMDB reader slot is freed rather than
+ * left behind for the server to reclaim. */
+static volatile sig_atomic_t dump_sig;
+
+static const int dump_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+#define DUMP_NSIGNALS (sizeof dump_signals / sizeof dump_signals[0])
+
+static void on_dump_signal(int sig) { dump_sig = sig; }
+
+/* Without SA_RESTART, so a write blocked on a pipe nobody reads returns
+ * EINTR and the dump can stop. */
+static void dump_trap(struct sigaction *old) {
+  struct sigaction sa;
+
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_dump_signal;
+  sigemptyset(&sa.sa_mask);
+  dump_sig = 0;
+  for (size_t i = 0; i < DUMP_NSIGNALS; i++)
+    sigaction(dump_signals[i], &sa, &old[i]);
+}
+
+/* Restores the old handlers.  After a signal, says so (not for SIGPIPE:
+ * the reader left on purpose) and dies of it, so whoever ran kvdump sees
+ * the usual status; everything LMDB holds is released by then. */
+static void dump_untrap(const struct sigaction *old) {
+  int sig = dump_sig;
+
+  for (size_t i = 0; i < DUMP_NSIGNALS; i++)
+    sigaction(dump_signals[i], &old[i], NULL);
+  if (sig == 0) return;
+  if (sig != SIGPIPE)
+    fprintf(stderr, "kvdump: interrupted by %s\n", strsignal(sig));
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
 
 static void dump_usage(FILE *f) {
   fputs("usage: kvdump [--prefix P] [--ndjson] DIR\n"
@@ -55,7 +95,9 @@ static void dump_usage(FILE *f) {
  * errno (EPIPE when the reader went away and SIGPIPE is ignored). */
 static int dump_write_all(int fd, const char *buf, size_t len) {
   while (len > 0) {
-    ssize_t n = write(fd, buf, len);
+    ssize_t n;
+    if (dump_sig) return EINTR;
+    n = write(fd, buf, len);
     if (n < 0) {
       if (errno == EINTR) continue;
       return errno;
@@ -74,6 +116,12 @@ static int dump_write(void *ctx, const char *buf, size_t len) {
   return o->err ? KV_EIO : 0;
 }
 
+/* kv_image_next_fn over the snapshot that stops once a signal came. */
+static int dump_next(void *snap, kv_slice_t *key, kv_slice_t *val) {
+  if (dump_sig) return KV_EIO;
+  return kv_ckpt_snap_next(snap, key, val);
+}
+
 /* Dumps the records under prefix from a read-only snapshot of dir.
  * Returns the exit status. */
 static int dump_store(const char *dir, const char *prefix, int format) {
@@ -83,7 +131,7 @@ static int dump_store(const char *dir, const char *prefix, int format) {
   char errbuf[256];
   int err, ret = 1;
 
-  err = kv_ckpt_open(dir, KV_SYNC_ALWAYS, KV_CKPT_READONLY, &c, errbuf,
+  err = kv_ckpt_open(dir, KV_SYNC_ALWAYS, KV_CKPT_READONLY, 0, &c, errbuf,
                      sizeof errbuf);
   if (err) {
     fprintf(stderr, "kvdump: %s: %s\n", dir,
@@ -96,7 +144,8 @@ static int dump_store(const char *dir, const char *prefix, int format) {
             kv_strerror(err));
     goto out;
   }
-  err = kv_image_encode(format, kv_ckpt_snap_next_cb, s, dump_write, &o);
+  err = kv_image_encode(format, dump_next, s, dump_write, &o);
+  if (dump_sig) goto out;
   if (o.err) {
     fprintf(stderr, "kvdump: write error: %s\n", strerror(o.err));
     goto out;
@@ -161,6 +210,7 @@ static int dump_image(const char *dir) {
     goto out;
   }
   e = dump_write_all(STDOUT_FILENO, data, len);
+  if (dump_sig) goto out;
   if (e) {
     fprintf(stderr, "kvdump: write error: %s\n", strerror(e));
     goto out;
@@ -181,8 +231,9 @@ int kv_dump_main(int argc, char **argv) {
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0},
   };
+  struct sigaction old[DUMP_NSIGNALS];
   const char *prefix = NULL;
-  int image = 0, format = KV_IMAGE_OBJECT, opt;
+  int image = 0, format = KV_IMAGE_OBJECT, opt, ret;
 
   optind = 0; /* glibc: full re-initialisation, so tests may call twice */
   while ((opt = getopt_long(argc, argv, "ip:nhV", opts, NULL)) != -1) {
@@ -207,6 +258,11 @@ int kv_dump_main(int argc, char **argv) {
     dump_usage(stderr);
     return 2;
   }
-  if (image) return dump_image(argv[optind]);
-  return dump_store(argv[optind], prefix ? prefix : "", format);
+  dump_trap(old);
+  if (image)
+    ret = dump_image(argv[optind]);
+  else
+    ret = dump_store(argv[optind], prefix ? prefix : "", format);
+  dump_untrap(old);
+  return ret;
 }

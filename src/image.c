@@ -183,10 +183,11 @@ int kv_image_encode(int format, kv_image_next_fn next, void *it,
   return err;
 }
 
-/* Makes room for need more bytes by doubling.  The file is extended with
- * posix_fallocate before the mapping covers it, so the disk blocks exist
- * before we store into them: a full disk is ENOSPC here rather than a
- * SIGBUS later.  Returns 0 or an error; the old mapping stays valid. */
+/* Makes room for need more bytes by doubling.  A file-backed buffer is
+ * extended with posix_fallocate before the mapping covers it, so the disk
+ * blocks exist before we store into them: a full disk is ENOSPC here
+ * rather than a SIGBUS later.  An anonymous one (fd < 0) simply moves.
+ * Returns 0 or an error; the old mapping stays valid. */
 static int image_map_grow(image_map_t *m, size_t need) {
   size_t ncap = m->cap;
   void *p;
@@ -196,10 +197,12 @@ static int image_map_grow(image_map_t *m, size_t need) {
     if (ncap > SIZE_MAX / 2) return KV_ENOMEM;
     ncap *= 2;
   }
-  rc = posix_fallocate(m->fd, (off_t)m->cap, (off_t)(ncap - m->cap));
-  if (rc != 0) return image_errno(rc);
-  /* The same file is remapped, so the bytes written so far come along in
-   * the page cache: nothing is copied even when the mapping moves. */
+  if (m->fd >= 0) {
+    rc = posix_fallocate(m->fd, (off_t)m->cap, (off_t)(ncap - m->cap));
+    if (rc != 0) return image_errno(rc);
+  }
+  /* The same pages are remapped (from the page cache, or the anonymous
+   * ones themselves): nothing is copied even when the mapping moves. */
   p = mremap(m->base, m->cap, ncap, MREMAP_MAYMOVE);
   if (p == MAP_FAILED) return KV_ENOMEM;
   m->base = p;
@@ -224,82 +227,103 @@ static int image_path(char *buf, size_t size, const char *dir,
   return n < 0 || (size_t)n >= size ? KV_EIO : 0;
 }
 
+/* Creates the buffer: DIR/.image.json.tmp, allocated on disk and mapped
+ * shared, or with tmp NULL an anonymous mapping.  cap is page-aligned. */
+static int image_map_open(image_map_t *m, const char *tmp, size_t cap) {
+  int rc;
+
+  m->cap = cap;
+  if (tmp == NULL) {
+    m->base = mmap(NULL, cap, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return m->base == MAP_FAILED ? KV_ENOMEM : 0;
+  }
+  m->fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (m->fd < 0) return image_errno(errno);
+  rc = posix_fallocate(m->fd, 0, (off_t)cap);
+  if (rc != 0) return image_errno(rc);
+  m->base = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
+  return m->base == MAP_FAILED ? KV_ENOMEM : 0;
+}
+
+/* Gives back the unused tail of the last doubling and makes the buffer
+ * read-only.  A file is truncated to the JSON first, then the mapping to
+ * the pages that still have a file under them (touching a page past the
+ * end would fault). */
+static int image_map_finish(image_map_t *m, size_t page) {
+  size_t maplen = (m->used + page - 1) / page * page;
+
+  if (maplen == 0) maplen = page;
+  if (m->fd >= 0 && ftruncate(m->fd, (off_t)m->used) != 0)
+    return image_errno(errno);
+  if (maplen < m->cap) {
+    if (mremap(m->base, m->cap, maplen, 0) == MAP_FAILED) return KV_ENOMEM;
+    m->cap = maplen;
+  }
+  if (mprotect(m->base, m->cap, PROT_READ) != 0) return KV_ENOMEM;
+  /* Writing the image touched every page of a file mapping, which would
+   * count in kvd's RSS until unmapped.  The bytes live on in the page
+   * cache; sending the image faults them back in cheaply. */
+  if (m->fd >= 0) madvise(m->base, m->cap, MADV_DONTNEED);
+  return 0;
+}
+
+/* Puts the finished file in place of DIR/image.json and makes the rename
+ * durable.  The mapping is the image clients are served; the file is a
+ * copy for other tools.  If it cannot take its place (the path is a
+ * directory, say), the image is served anyway and the log says why the
+ * file is stale.  Its data is not fsynced: it is derived, validated by
+ * whoever reads it, and rebuilt from LMDB at every start. */
+static void image_publish(const char *dir, const char *tmp,
+                          const char *path) {
+  int dfd;
+
+  if (rename(tmp, path) != 0) {
+    kv_log_warn("%s: cannot replace the image file: %s", path,
+                strerror(errno));
+    unlink(tmp);
+    return;
+  }
+  dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0 || fsync(dfd) != 0)
+    kv_log_warn("%s: cannot sync the directory after the image: %s", dir,
+                strerror(errno));
+  if (dfd >= 0) close(dfd);
+}
+
 /* Builds a generation in DIR/.image.json.tmp and renames it over
  * DIR/image.json, so readers of the file see the old image or the new one,
- * never a partial one.  The file is not fsynced: it is derived data, and
- * after a crash the server rebuilds it from LMDB, the durable copy.  On
+ * never a partial one; with dir NULL it builds in anonymous memory and
+ * writes no file (the fallback when the disk cannot take the file).  On
  * failure the temporary file is removed and the old image is untouched. */
 int kv_image_build(const char *dir, uint64_t seq, size_t size_hint,
                    kv_image_next_fn next, void *it, kv_image_t **out) {
   char tmp[4096], path[4096];
   image_map_t m = {.fd = -1, .base = MAP_FAILED};
   kv_image_t *img = NULL;
-  size_t page = (size_t)sysconf(_SC_PAGESIZE), maplen;
-  int err, rc;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), cap;
+  int err = 0;
 
   *out = NULL;
-  err = image_path(tmp, sizeof tmp, dir, IMAGE_TMP);
-  if (!err) err = image_path(path, sizeof path, dir, KV_IMAGE_FILE);
-  if (err) return err;
+  if (dir != NULL) {
+    err = image_path(tmp, sizeof tmp, dir, IMAGE_TMP);
+    if (!err) err = image_path(path, sizeof path, dir, KV_IMAGE_FILE);
+    if (err) return err;
+  }
   img = calloc(1, sizeof *img);
   if (img == NULL) return KV_ENOMEM;
-
-  m.cap = size_hint > IMAGE_MIN_CAP ? size_hint : IMAGE_MIN_CAP;
-  if (m.cap > SIZE_MAX / 2) {
+  cap = size_hint > IMAGE_MIN_CAP ? size_hint : IMAGE_MIN_CAP;
+  if (cap > SIZE_MAX / 2) {
     err = KV_ENOMEM;
     goto out;
   }
-  m.cap = (m.cap + page - 1) / page * page;
-  m.fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (m.fd < 0) {
-    err = image_errno(errno);
-    goto out;
-  }
-  rc = posix_fallocate(m.fd, 0, (off_t)m.cap);
-  if (rc != 0) {
-    err = image_errno(rc);
-    goto out;
-  }
-  m.base = mmap(NULL, m.cap, PROT_READ | PROT_WRITE, MAP_SHARED, m.fd, 0);
-  if (m.base == MAP_FAILED) {
-    err = KV_ENOMEM;
-    goto out;
-  }
-  err = image_encode_to(KV_IMAGE_OBJECT, next, it, image_map_print, &m,
-                        &m.err);
+  err = image_map_open(&m, dir ? tmp : NULL, (cap + page - 1) / page * page);
+  if (!err)
+    err = image_encode_to(KV_IMAGE_OBJECT, next, it, image_map_print, &m,
+                          &m.err);
+  if (!err) err = image_map_finish(&m, page);
   if (err) goto out;
-
-  /* Give back the unused tail of the last doubling: truncate the file to
-   * the JSON, then the mapping to the pages that still have a file under
-   * them (touching a page past the end would fault). */
-  if (ftruncate(m.fd, (off_t)m.used) != 0) {
-    err = image_errno(errno);
-    goto out;
-  }
-  maplen = (m.used + page - 1) / page * page;
-  if (maplen < m.cap) {
-    if (mremap(m.base, m.cap, maplen, 0) == MAP_FAILED) {
-      err = KV_ENOMEM;
-      goto out;
-    }
-    m.cap = maplen;
-  }
-  if (mprotect(m.base, m.cap, PROT_READ) != 0) {
-    err = KV_ENOMEM;
-    goto out;
-  }
-  /* Writing the image touched every page of the mapping, which would
-   * count in kvd's RSS until unmapped.  The bytes live on in the page
-   * cache; sending the image faults them back in cheaply. */
-  madvise(m.base, m.cap, MADV_DONTNEED);
-  /* The mapping is the image clients are served; the file is a copy for
-   * other tools.  If it cannot take its place (the path is a directory,
-   * say), serve the image anyway and say why the file is stale. */
-  if (rename(tmp, path) != 0) {
-    kv_log_warn("%s: cannot replace the image file: %s", path,
-                strerror(errno));
-    unlink(tmp);
-  }
+  if (dir != NULL) image_publish(dir, tmp, path);
   img->base = m.base;
   img->len = m.used;
   img->maplen = m.cap;
@@ -312,7 +336,7 @@ int kv_image_build(const char *dir, uint64_t seq, size_t size_hint,
 out:
   if (m.base != MAP_FAILED) munmap(m.base, m.cap);
   if (m.fd >= 0) close(m.fd); /* the mapping outlives the descriptor */
-  if (err) unlink(tmp);
+  if (err && dir != NULL) unlink(tmp);
   free(img);
   return err;
 }
@@ -382,16 +406,14 @@ static int image_check_start_map(void *ctx) {
   return 1;
 }
 
-/* Keys must increase strictly in LMDB's order: memcmp over the common
- * length, then the shorter first.  Equal keys are duplicates. */
+/* Keys must increase strictly in LMDB's order.  Equal keys are
+ * duplicates. */
 static int image_check_key(void *ctx, const unsigned char *key, size_t len) {
   image_check_t *c = ctx;
   if (c->have_prev) {
-    size_t n = c->plen < len ? c->plen : len;
-    int cmp = memcmp(c->prev, key, n);
-    if (cmp == 0 && c->plen == len)
-      return image_check_fail(c, "duplicate key");
-    if (cmp > 0 || (cmp == 0 && c->plen > len))
+    int cmp = kv_slice_cmp(c->prev, c->plen, (const char *)key, len);
+    if (cmp == 0) return image_check_fail(c, "duplicate key");
+    if (cmp > 0)
       return image_check_fail(c, "keys are not in increasing byte order");
   }
   if (len > c->pcap) {

@@ -28,14 +28,6 @@ static int image_fresh(const kv_store_t *s) {
   return s->image && kv_image_seq(s->image) >= s->seq;
 }
 
-/* Key-byte order, as LMDB sorts: bytes first, then the shorter key. */
-static int rec_cmp(const void *a, const void *b) {
-  const kv_rec_t *x = *(kv_rec_t *const *)a, *y = *(kv_rec_t *const *)b;
-  size_t n = x->klen < y->klen ? x->klen : y->klen;
-  int c = memcmp(kv_rec_key(x), kv_rec_key(y), n);
-  return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
-}
-
 static int recs_next(void *it, kv_slice_t *key, kv_slice_t *val) {
   kv_store_t *s = it;
   const kv_rec_t *r;
@@ -49,29 +41,46 @@ static int recs_next(void *it, kv_slice_t *key, kv_slice_t *val) {
   return 1;
 }
 
+/* Restarts the build's iterator from its first record. */
+static void rewind_source(kv_store_t *s) {
+  if (s->recs) s->rec_next = 0;
+  else kv_ckpt_snap_rewind(s->snap);
+}
+
+static int build(kv_store_t *s, const char *dir) {
+  rewind_source(s);
+  if (s->recs)
+    return kv_image_build(dir, s->snap_seq, s->snap_hint, recs_next, s,
+                          &s->built);
+  return kv_image_build(dir, s->snap_seq, s->snap_hint, kv_ckpt_snap_next_cb,
+                        s->snap, &s->built);
+}
+
 /* The builder's own thread, at the lowest priority: a build is a second
  * or so of CPU at a million keys, and on a busy core it must yield to the
  * listener, not share with it.  A pool thread could not be niced and then
  * restored without CAP_SYS_NICE, so each build gets a short-lived thread.
  * The records are immutable and the listener holds a reference on each
- * until image_done, so reading them here is safe. */
+ * until image_done, so reading them here is safe.  Until image_done runs,
+ * the fields it reports through (built, build_rc, built_ms, built_file_rc)
+ * belong to this thread. */
 static void *image_thread(void *arg) {
   kv_store_t *s = arg;
   uint64_t t0 = uv_hrtime();
+  int rc;
 
   if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) != 0) {
     /* Only a lower priority is lost; the build goes on. */
   }
-  if (s->recs) {
-    qsort(s->recs, s->nrecs, sizeof(*s->recs), rec_cmp);
-    s->rec_next = 0;
-    s->build_rc = kv_image_build(s->dir, s->snap_seq, s->snap_hint,
-                                 recs_next, s, &s->built);
-  } else {
-    s->build_rc = kv_image_build(s->dir, s->snap_seq, s->snap_hint,
-                                 kv_ckpt_snap_next_cb, s->snap, &s->built);
-  }
-  s->build_ms = (uv_hrtime() - t0) / 1000000;
+  if (s->recs)
+    qsort(s->recs, s->nrecs, sizeof(*s->recs), kv_rec_cmp);
+  rc = build(s, s->dir);
+  s->built_file_rc = rc;
+  /* The map is in memory even when the disk cannot take its image: serve
+   * GET / from an anonymous buffer rather than fail it. */
+  if (rc == KV_ENOSPACE || rc == KV_EIO) rc = build(s, NULL);
+  s->build_rc = rc;
+  s->built_ms = (uv_hrtime() - t0) / 1000000;
   /* The build read every page of data.mdb, but the map serves reads:
    * forget the pages here, where it costs the listener nothing. */
   if (!s->recs) kv_ckpt_release_pages(s->ckpt);
@@ -110,12 +119,16 @@ static void image_done(uv_async_t *h) {
   s->recs = NULL;
   s->nrecs = 0;
   s->imaging = 0;
+  s->build_ms = s->built_ms;
   /* A value that is not UTF-8 can only come from damage on disk. */
   if (rc == KV_EUTF8) rc = KV_ECORRUPT;
   if (s->metrics && rc == 0) {
     kv_hist_observe(&s->metrics->image, (double)s->build_ms / 1e3);
     s->metrics->image_bytes = kv_image_len(s->built);
   }
+  if (rc == 0 && s->built_file_rc != 0)
+    kv_log_warn("%s: cannot write the image file (%s): serving GET / from "
+                "memory", s->dir, kv_strerror(s->built_file_rc));
   if (rc == 0) {
     kv_image_unref(s->image);
     s->image = s->built;
@@ -123,7 +136,7 @@ static void image_done(uv_async_t *h) {
     s->failed_seq = 0;
   } else {
     s->failed_seq = s->snap_seq + 1;
-    kv_log_warn("%s: cannot write the image: %s", s->dir, kv_strerror(rc));
+    kv_log_warn("%s: cannot build the image: %s", s->dir, kv_strerror(rc));
   }
   answer_waiters(s, rc, s->snap_seq);
   /* A commit waiting to grow the map needed this snapshot closed. */
@@ -173,29 +186,38 @@ void kv__imager_init(kv_store_t *s) {
   s->image_async.data = s;
 }
 
+/* Opens what the build reads: an LMDB snapshot, which costs the listener
+ * nothing; or, when LMDB cannot give one (writes failed, the reader table
+ * is full), the map's records, which hold exactly the same durable state
+ * between commits. */
+static int open_source(kv_store_t *s) {
+  int rc = s->failed ? KV_EIO : kv_ckpt_snap_open(s->ckpt, NULL, 0, &s->snap);
+
+  if (rc == 0) return 0;
+  if (!s->failed)
+    kv_log_warn("%s: no LMDB snapshot for the image (%s): building it from "
+                "memory", s->dir, kv_strerror(rc));
+  return kv_map_collect(s->map, &s->recs, &s->nrecs);
+}
+
 /* Starts a build if one is wanted and none can be harmed by it: no build
  * already running, and no commit in flight (its result would be in LMDB
- * before it is in the map). */
-void kv__imager_kick(kv_store_t *s) {
+ * before it is in the map).  Never answers a waiter itself.  Returns 0,
+ * or the error that kept a wanted build from starting. */
+static int imager_start(kv_store_t *s) {
   int rc;
 
-  if (s->imaging || s->committing || image_fresh(s)) return;
-  if (!s->waiters && !s->refresh && !s->drained) return;
+  if (s->imaging || s->committing || image_fresh(s)) return 0;
+  if (!s->waiters && !s->refresh && !s->drained) return 0;
   /* A build of this very state already failed: retry only for a client
    * who asks, not in a loop. */
-  if (!s->waiters && s->failed_seq == s->seq + 1) return;
-  /* After a failed commit LMDB may refuse even to read; the map still
-   * holds exactly the durable state, so build from it instead. */
-  if (s->failed)
-    rc = kv_map_collect(s->map, &s->recs, &s->nrecs);
-  else
-    rc = kv_ckpt_snap_open(s->ckpt, NULL, 0, &s->snap);
+  if (!s->waiters && s->failed_seq == s->seq + 1) return 0;
+  rc = open_source(s);
   if (rc != 0) {
     s->failed_seq = s->seq + 1;
-    kv_log_warn("%s: cannot open a snapshot for the image: %s", s->dir,
+    kv_log_warn("%s: cannot start an image build: %s", s->dir,
                 kv_strerror(rc));
-    answer_waiters(s, rc, s->seq);
-    return;
+    return rc;
   }
   s->refresh = 0;
   s->snap_seq = s->seq;
@@ -203,10 +225,17 @@ void kv__imager_kick(kv_store_t *s) {
   s->snap_hint = (size_t)(kv_map_bytes(s->map) + kv_map_bytes(s->map) / 16 +
                           6 * kv_map_count(s->map) + 4096);
   s->imaging = 1;
+  s->built_file_rc = 0;
   if (start_builder(s) != 0) {
     s->build_rc = KV_ENOMEM;
     uv_async_send(&s->image_async);
   }
+  return 0;
+}
+
+void kv__imager_kick(kv_store_t *s) {
+  int rc = imager_start(s);
+  if (rc != 0) answer_waiters(s, rc, s->seq);
 }
 
 /* True when shutdown need not wait for the imager: nothing is building and
@@ -216,6 +245,8 @@ int kv__imager_idle(kv_store_t *s) {
 }
 
 int kv_store_image(kv_store_t *s, kv_image_wait_t *w, kv_image_t **img) {
+  int rc;
+
   if (image_fresh(s)) {
     *img = kv_image_ref(s->image);
     return 0;
@@ -223,6 +254,12 @@ int kv_store_image(kv_store_t *s, kv_image_wait_t *w, kv_image_t **img) {
   w->need_seq = s->seq;
   w->next = s->waiters;
   s->waiters = w;
-  kv__imager_kick(s);
-  return 1;
+  rc = imager_start(s);
+  if (rc == 0) return 1;
+  /* Answered here, by the caller, never through w->done: the caller must
+   * not be told "wait" for an answer that was already given. */
+  s->waiters = w->next;
+  w->next = NULL;
+  answer_waiters(s, rc, s->seq);
+  return rc;
 }

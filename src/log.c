@@ -1,4 +1,10 @@
-/* log.c - logging, one line per event. */
+/* log.c - logging, one line per event.
+ *
+ * Worker threads log too, so the destination is one descriptor number that
+ * never changes once a file is opened: reopening (SIGHUP, after rotation)
+ * dup2s the new file onto it.  Closing and reusing numbers instead could
+ * let a worker's line land in whatever took the old number meanwhile, a
+ * client socket say.  The level and the descriptor are atomic. */
 #include "kv/log.h"
 
 #include <errno.h>
@@ -8,33 +14,43 @@
 #include <string.h>
 #include <unistd.h>
 
-static int log_level = KV_LOG_INFO;
-static int log_fd = 2;
-static char log_path[4096];
+static _Atomic int log_level = KV_LOG_INFO;
+static _Atomic int log_fd = 2; /* 2, or a file's number for good */
 
 void kv_log_set_level(int level) { log_level = level; }
 
 int kv_log_level(void) { return log_level; }
 
+/* Points our own descriptor (above 2) at fd's file, keeping its number;
+ * the first time, fd itself becomes ours.  Takes fd over. */
+static int log_point(int fd) {
+  int cur = log_fd;
+
+  if (cur <= 2) {
+    log_fd = fd;
+    return 0;
+  }
+  if (dup3(fd, cur, O_CLOEXEC) < 0) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  close(fd);
+  return 0;
+}
+
 int kv_log_open(const char *path) {
   int fd;
 
   if (!path || !*path) {
-    if (log_fd > 2) close(log_fd);
-    log_fd = 2;
-    log_path[0] = '\0';
-    return 0;
+    /* Back to stderr: our number now writes there too. */
+    if (log_fd <= 2) return 0;
+    fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+  } else {
+    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
   }
-  fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
   if (fd < 0) return -errno;
-  if (log_fd > 2) close(log_fd);
-  log_fd = fd;
-  if (path != log_path) snprintf(log_path, sizeof(log_path), "%s", path);
-  return 0;
-}
-
-int kv_log_reopen(void) {
-  return log_path[0] ? kv_log_open(log_path) : 0;
+  return log_point(fd);
 }
 
 void kv_log(int level, const char *fmt, ...) {

@@ -3,9 +3,9 @@
  * The map is two chained tables, as in Redis's dict: t[0] is the current
  * table and t[1] exists only while a resize is in progress.  Buckets of t[0]
  * below rehash_idx have already been moved to t[1]; new keys go to t[1].
- * Every get, put and del moves one bucket, and the event loop may move more
- * through kv_map_rehash_step when idle, so no request pays for a whole
- * resize.  Records never move in memory, so a borrowed pointer survives any
+ * Every get, put and del moves one bucket, and the listener's once-a-second
+ * sweep moves more for a millisecond (kv_map_rehash_for, as Redis's cron
+ * does), so no request pays for a whole resize and an idle map finishes.  Records never move in memory, so a borrowed pointer survives any
  * number of rehash steps.
  */
 #include "kv/map.h"
@@ -70,6 +70,11 @@ int kv_rec_reserve(kv_rec_t **r, size_t vcap) {
   if (n == NULL) return KV_ENOMEM;
   *r = n;
   return 0;
+}
+
+int kv_rec_cmp(const void *a, const void *b) {
+  const kv_rec_t *x = *(kv_rec_t *const *)a, *y = *(kv_rec_t *const *)b;
+  return kv_slice_cmp(kv_rec_key(x), x->klen, kv_rec_key(y), y->klen);
 }
 
 void kv_rec_unref(kv_rec_t *r) {
@@ -312,6 +317,24 @@ size_t kv_map_count(const kv_map_t *m) { return m->count; }
 uint64_t kv_map_bytes(const kv_map_t *m) { return m->bytes; }
 
 int kv_map_rehash_step(kv_map_t *m, size_t n) { return map_rehash(m, n); }
+
+static uint64_t map_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Steps of 128 buckets take microseconds, so the clock is read rarely
+ * and the budget is overrun by little. */
+int kv_map_rehash_for(kv_map_t *m, uint64_t ns) {
+  uint64_t t0 = map_now_ns();
+
+  while (map_rehash(m, 128))
+    if (map_now_ns() - t0 >= ns) return 1;
+  return 0;
+}
+
+int kv_map_rehashing(const kv_map_t *m) { return map_rehashing(m); }
 
 /* Sizing the table once for a known count (a reload) saves the log2(n)
  * incremental rehashes, each touching every record already inserted. */

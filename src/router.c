@@ -321,6 +321,7 @@ int kv_route_message(kv_conn_t *c) {
   kv_req_t *r = &c->http.req;
   kv_rec_t *rec;
   kv_image_t *img;
+  int rc;
 
   if (r->err) {
     answer_error(c, r->err);
@@ -343,7 +344,12 @@ int kv_route_message(kv_conn_t *c) {
     return 0;
   case KV_ROUTE_ROOT:
     c->iwait.done = on_image;
-    if (kv_store_image(c->srv->store, &c->iwait, &img) == 1) return 1;
+    rc = kv_store_image(c->srv->store, &c->iwait, &img);
+    if (rc == 1) return 1;
+    if (rc < 0) {
+      answer_error(c, rc);
+      return 0;
+    }
     answer_image(c, img);
     kv_image_unref(img);
     return 0;

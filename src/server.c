@@ -56,13 +56,7 @@ static void on_sweep(uv_timer_t *t) {
     next = c->next; /* closing only schedules the free */
     kv_conn_sweep(c, now);
   }
-}
-
-/* The map moves its buckets a few at a time on every operation; when
- * requests stop, the loop finishes the rehash between polls. */
-static void on_check(uv_check_t *h) {
-  kv_server_t *srv = h->data;
-  if (!kv_map_rehash_step(srv->store->map, 256)) uv_check_stop(h);
+  kv_store_sweep(srv->store);
 }
 
 static void on_connection(uv_stream_t *listener, int status) {
@@ -90,7 +84,6 @@ static void finish(kv_server_t *srv) {
   uv_close((uv_handle_t *)&srv->sighup, NULL);
   uv_close((uv_handle_t *)&srv->sweep, NULL);
   uv_close((uv_handle_t *)&srv->deadline, NULL);
-  uv_close((uv_handle_t *)&srv->check, NULL);
   kv_store_close(srv->store);
   kv_log_info("stopped");
 }
@@ -156,12 +149,13 @@ static void apply_limits(kv_server_t *srv) {
 static void on_hup(uv_signal_t *h, int signum) {
   kv_server_t *srv = h->data;
   kv_config_t next, *cur = &srv->cfg;
+  int rc;
   (void)signum;
 
-  if (kv_log_open(cur->log_file) != 0)
+  if ((rc = kv_log_open(cur->log_file)) != 0)
     kv_log_error("%s: cannot reopen the log: %s", cur->log_file,
-                 strerror(errno));
-  if (kv_config_reload(cur, srv->argc, srv->argv, &next) != 0) {
+                 strerror(-rc));
+  if (kv_config_reload(srv->argc, srv->argv, &next) != 0) {
     kv_log_error("SIGHUP: configuration not reloaded; keeping the old one");
     return;
   }
@@ -173,14 +167,18 @@ static void on_hup(uv_signal_t *h, int signum) {
     kv_log_warn("SIGHUP: sync changed: needs a restart");
   if (next.map_size != cur->map_size)
     kv_log_warn("SIGHUP: map-size changed: needs a restart");
-  if (strcmp(next.log_file, cur->log_file) && kv_log_open(next.log_file))
+  if (next.max_readers != cur->max_readers)
+    kv_log_warn("SIGHUP: max-readers changed: needs a restart");
+  if (strcmp(next.log_file, cur->log_file) &&
+      (rc = kv_log_open(next.log_file)) != 0)
     kv_log_error("%s: cannot open the log: %s", next.log_file,
-                 strerror(errno));
+                 strerror(-rc));
   memcpy(next.host, cur->host, sizeof(next.host));
   next.port = cur->port;
   memcpy(next.data, cur->data, sizeof(next.data));
   next.sync = cur->sync;
   next.map_size = cur->map_size;
+  next.max_readers = cur->max_readers;
   *cur = next;
   apply_limits(srv);
   kv_log_info("SIGHUP: configuration reloaded");
@@ -232,8 +230,7 @@ int kv_server_open(kv_server_t *srv, uv_loop_t *loop, char *err,
     snprintf(err, errlen, "%s", kv_strerror(KV_ENOMEM));
     return KV_ENOMEM;
   }
-  rc = kv_store_open(srv->loop, srv->cfg.data, srv->cfg.sync,
-                     srv->cfg.map_size, &srv->metrics, &srv->store, err,
+  rc = kv_store_open(srv->loop, &srv->cfg, &srv->metrics, &srv->store, err,
                      errlen);
   if (rc == 0) srv->ready = 1;
   return rc;
@@ -273,9 +270,9 @@ int kv_server_main(int argc, char **argv) {
   }
   srv->argc = argc;
   srv->argv = argv;
-  if (kv_log_open(srv->cfg.log_file) != 0) {
+  if ((rc = kv_log_open(srv->cfg.log_file)) != 0) {
     fprintf(stderr, "kvd: %s: cannot open the log: %s\n", srv->cfg.log_file,
-            strerror(errno));
+            strerror(-rc));
     free(srv);
     return 1;
   }
@@ -309,9 +306,6 @@ int kv_server_main(int argc, char **argv) {
   uv_timer_init(srv->loop, &srv->deadline);
   srv->sweep.data = srv->deadline.data = srv;
   uv_timer_start(&srv->sweep, on_sweep, 1000, 1000);
-  uv_check_init(srv->loop, &srv->check);
-  srv->check.data = srv;
-  uv_check_start(&srv->check, on_check);
 
   notify("READY=1");
   uv_run(srv->loop, UV_RUN_DEFAULT);

@@ -24,19 +24,25 @@ typedef enum {
 } kv_sync_t;
 
 #define KV_CKPT_READONLY 0x1 /* open for reading only (kvdump) */
+/* LMDB's reader table: one slot per open snapshot of any process (kvd's
+ * image builds, every kvdump).  LMDB's default is 126. */
+#define KV_CKPT_READERS 1024
 
 typedef struct kv_ckpt kv_ckpt_t;
 
-/* Opens the data directory dir.  Without KV_CKPT_READONLY a missing dir is
- * created, and an empty one is initialised; a directory that holds anything
+/* Opens the data directory dir.  max_readers sizes LMDB's reader table
+ * when this process is the first to open it (0: KV_CKPT_READERS).  Without
+ * KV_CKPT_READONLY a missing dir is created, and an empty one is
+ * initialised, with the new directory entries fsynced; a directory that holds anything
  * else and no kvd environment is refused with KV_ENOTKVD.  With it, the
  * directory must already be a kvd directory, nothing is created, and the
  * existing lock.mdb is used as is (never recreated, so its owner is kept).
  * On failure a one-line reason, without dir, is written to errbuf.  Returns
  * 0, KV_ENOTKVD, KV_ECORRUPT, KV_EIO, KV_ENOMEM, KV_ENOSPACE (the first
  * commit of a new directory did not fit) or KV_ESTORE. */
-int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags, kv_ckpt_t **out,
-                 char *errbuf, size_t errlen);
+int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags,
+                 unsigned max_readers, kv_ckpt_t **out, char *errbuf,
+                 size_t errlen);
 
 void kv_ckpt_close(kv_ckpt_t *c);
 
@@ -65,8 +71,10 @@ typedef struct {
 /* Frees the reader slots of dead processes first, then applies ops in
  * order in one write transaction and commits it (with fsync
  * unless KV_SYNC_NONE).  Deleting a missing key is not an error.  On
- * failure nothing of the batch is applied.  Returns 0, KV_EMAPFULL (grow
- * the map and retry), KV_ENOSPACE (the disk is full), KV_EIO or
+ * failure nothing of the batch is applied.  Returns 0; KV_EMAPFULL (grow
+ * the map and retry) or KV_ENOSPACE (no disk blocks for the batch), when
+ * nothing of it reached the disk; KV_EIO when the flush itself failed,
+ * after which the caller must not write again (see commit.c); or
  * KV_ESTORE. */
 int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n);
 
@@ -77,8 +85,8 @@ int kv_ckpt_stat(kv_ckpt_t *c, uint64_t *keys);
 typedef struct kv_ckpt_snap kv_ckpt_snap_t;
 
 /* Opens a consistent read-only snapshot, positioned before the first key
- * that starts with prefix (plen may be 0).  Returns 0, KV_ENOMEM or
- * KV_ESTORE (for example when no reader slot is free). */
+ * that starts with prefix (plen may be 0).  Returns 0, KV_ENOMEM,
+ * KV_EREADERS (no reader slot is free) or KV_ESTORE. */
 int kv_ckpt_snap_open(kv_ckpt_t *c, const char *prefix, size_t plen,
                       kv_ckpt_snap_t **out);
 
@@ -86,6 +94,9 @@ int kv_ckpt_snap_open(kv_ckpt_t *c, const char *prefix, size_t plen,
  * valid until the snapshot is closed.  Returns 1 for a record, 0 at the end
  * (or past the prefix), or a negative error. */
 int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_slice_t *key, kv_slice_t *val);
+
+/* Positions the snapshot before its first record again. */
+void kv_ckpt_snap_rewind(kv_ckpt_snap_t *s);
 
 /* Adapter with the kv_image_next_fn signature. */
 int kv_ckpt_snap_next_cb(void *snap, kv_slice_t *key, kv_slice_t *val);

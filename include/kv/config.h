@@ -31,6 +31,7 @@ typedef struct {
   char data[4096];  /* data directory */
   kv_sync_t sync;
   size_t map_size;      /* initial LMDB map size; 0: the built-in default */
+  unsigned max_readers; /* LMDB reader slots, when kvd creates lock.mdb */
   size_t max_value;     /* largest value in bytes */
   size_t max_uri;       /* request target, bytes: 414 above */
   size_t max_head;      /* header section, bytes: 431 above */
@@ -63,10 +64,9 @@ enum { KV_CONFIG_RUN = 0, KV_CONFIG_EXIT_OK = 1, KV_CONFIG_EXIT_USAGE = 2,
  * KV_CONFIG_EXIT_BADFILE after "kvd: FILE:LINE: message". */
 int kv_config_parse(kv_config_t *cfg, int argc, char **argv);
 
-/* Re-reads cfg->config with the same flags on top (SIGHUP), into next.
- * Returns 0, or -1 after logging what is wrong (cfg is then kept). */
-int kv_config_reload(const kv_config_t *cfg, int argc, char **argv,
-                     kv_config_t *next);
+/* Re-reads the config file with the same flags on top (SIGHUP), into
+ * next.  Returns 0, or -1 after logging what is wrong. */
+int kv_config_reload(int argc, char **argv, kv_config_t *next);
 
 /* Parses a byte count with an optional K, M or G suffix (powers of 1024).
  * Returns 0 or KV_EINVAL for garbage, zero, or overflow. */

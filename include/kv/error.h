@@ -41,7 +41,8 @@
   X(EFOLD,      -29, 400, "obsolete line folding is not allowed")           \
   X(EAUTH,      -30, 401, "missing or invalid bearer token")                \
   X(EBUSYCONN,  -31, 503, "too many connections")                           \
-  X(ECODING,    -32, 501, "unsupported transfer coding: only chunked")
+  X(ECODING,    -32, 501, "unsupported transfer coding: only chunked")  \
+  X(EREADERS,   -33, 503, "the LMDB reader table is full")
 
 enum {
 #define KV__ERR_ENUM(name, code, status, msg) KV_##name = (code),

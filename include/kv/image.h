@@ -42,7 +42,9 @@ int kv_image_encode(int format, kv_image_next_fn next, void *it,
 typedef struct kv_image kv_image_t;
 
 /* Builds a new generation in dir from next; size_hint is a guess of the
- * encoded size (0 if unknown).  Safe on a worker thread.  The result has one
+ * encoded size (0 if unknown).  With dir NULL the image is built in
+ * anonymous memory and no file is written: the fallback when the disk
+ * cannot take the file.  Safe on a worker thread.  The result has one
  * reference.  Returns 0, KV_ENOSPACE, KV_EIO, KV_ENOMEM or an error of
  * next. */
 int kv_image_build(const char *dir, uint64_t seq, size_t size_hint,

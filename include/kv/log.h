@@ -15,11 +15,10 @@ void kv_log_set_level(int level);
 int kv_log_level(void);
 
 /* Sends the log to path (appending), or back to stderr for NULL or "".
+ * Called again with the same path, it reopens the file after rotation.
+ * Once a file was opened, the log's descriptor number never changes.
  * Returns 0 or a negative errno; on failure the old destination stays. */
 int kv_log_open(const char *path);
-
-/* Reopens the log file after rotation (SIGHUP).  Returns 0 or -errno. */
-int kv_log_reopen(void);
 
 void kv_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kv/slice.h"
+
 #define KV_KEY_MAX 511 /* LMDB's default maximum key size */
 
 typedef struct kv_rec kv_rec_t;
@@ -47,6 +49,9 @@ static inline kv_rec_t *kv_rec_ref(kv_rec_t *r) {
   r->refs++;
   return r;
 }
+
+/* qsort comparator for an array of kv_rec_t pointers: key-byte order. */
+int kv_rec_cmp(const void *a, const void *b);
 
 /* Drops a reference; frees the record at zero.  Accepts NULL. */
 void kv_rec_unref(kv_rec_t *r);
@@ -88,5 +93,12 @@ int kv_map_collect(kv_map_t *m, kv_rec_t ***out, size_t *n);
 /* Moves up to n buckets of an ongoing rehash.  Returns 1 while a rehash is
  * still in progress, 0 when none is. */
 int kv_map_rehash_step(kv_map_t *m, size_t n);
+
+/* Moves buckets of an ongoing rehash for about ns nanoseconds.  Returns
+ * 1 while a rehash is still in progress, 0 when none is. */
+int kv_map_rehash_for(kv_map_t *m, uint64_t ns);
+
+/* 1 while a rehash is in progress. */
+int kv_map_rehashing(const kv_map_t *m);
 
 #endif

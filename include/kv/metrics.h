@@ -47,7 +47,7 @@ void kv_metrics_request(kv_metrics_t *m, int method, int status,
 void kv_metrics_error(kv_metrics_t *m, int err);
 
 typedef struct {
-  uint64_t keys, bytes, conns, image_seq, seq;
+  uint64_t keys, bytes, conns, seq;
   int ready, writes_failed;
 } kv_metrics_gauges_t;
 

@@ -35,7 +35,6 @@ typedef struct kv_server {
   uint64_t accept_warned; /* uv_now() of the last accept warning */
   uv_timer_t sweep;
   uv_timer_t deadline; /* bounds the shutdown */
-  uv_check_t check;    /* finishes map rehashes between polls */
   kv_conn_t *conns;
   size_t nconns;
   char date[32];

@@ -3,10 +3,18 @@
 #define KV_SLICE_H
 
 #include <stddef.h>
+#include <string.h>
 
 typedef struct {
   const char *ptr;
   size_t len;
 } kv_slice_t;
+
+/* Key-byte order, as LMDB sorts: bytes first, then the shorter key. */
+static inline int kv_slice_cmp(const char *a, size_t alen, const char *b,
+                               size_t blen) {
+  int c = memcmp(a, b, alen < blen ? alen : blen);
+  return c ? c : (alen > blen) - (alen < blen);
+}
 
 #endif

@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "kv/checkpoint.h"
+#include "kv/config.h"
 #include "kv/image.h"
 #include "kv/map.h"
 #include "kv/metrics.h"
@@ -84,6 +85,8 @@ typedef struct kv_store {
   int build_rc;
   int imaging;
   uint64_t build_ms;          /* how long the last build took */
+  uint64_t built_ms;          /* the builder's: how long this build took */
+  int built_file_rc;          /* the builder's: why the file failed, or 0 */
   uv_async_t image_async;     /* the builder thread's "done" */
   uv_timer_t image_timer;     /* background refresh after writes */
   int timer_armed;
@@ -95,14 +98,19 @@ typedef struct kv_store {
   int closing;
 } kv_store_t;
 
-/* Opens the data directory and loads every key into the map.  On failure
- * writes a one-line reason to errbuf.  Returns 0 or an error. */
-int kv_store_open(uv_loop_t *loop, const char *dir, kv_sync_t sync,
-                  size_t map_size, kv_metrics_t *metrics, kv_store_t **out,
-                  char *errbuf, size_t errlen);
+/* Opens the data directory cfg->data (with cfg's sync mode, map size and
+ * reader slots) and loads every key into the map.  On failure writes a
+ * one-line reason to errbuf.  Returns 0 or an error. */
+int kv_store_open(uv_loop_t *loop, const kv_config_t *cfg,
+                  kv_metrics_t *metrics, kv_store_t **out, char *errbuf,
+                  size_t errlen);
 
 /* Returns the record for key, borrowed, or NULL. */
 kv_rec_t *kv_store_get(kv_store_t *s, const char *key, size_t klen);
+
+/* Housekeeping from the listener's once-a-second sweep: moves the buckets
+ * of a rehash that writes left unfinished, within a small time budget. */
+void kv_store_sweep(kv_store_t *s);
 
 /* Queues a write for the next group commit; w->done runs later, never
  * from inside this call. */
@@ -110,7 +118,8 @@ void kv_store_submit(kv_store_t *s, kv_write_t *w);
 
 /* Returns an image that reflects every write applied so far: at once
  * through *img (referenced) if the newest one is fresh, returning 0; or
- * later through w->done, returning 1. */
+ * later through w->done, returning 1; or, when no build can start, a
+ * negative error (w->done is then never called). */
 int kv_store_image(kv_store_t *s, kv_image_wait_t *w, kv_image_t **img);
 
 /* Finishes the writes in flight and writes the final image, then calls

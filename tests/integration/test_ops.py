@@ -99,6 +99,40 @@ def sighup_reopens_log():
     assert b"PUT /b" not in open(log + ".1", "rb").read()
 
 
+def fds_to(pid, path):
+    """The descriptor numbers of pid that point at path."""
+    d = "/proc/%d/fd" % pid
+    out = []
+    for n in os.listdir(d):
+        try:
+            if os.readlink(os.path.join(d, n)) == path:
+                out.append(int(n))
+        except OSError:
+            pass
+    return sorted(out)
+
+
+@case("SIGHUP reopens the log file on the same descriptor number, so a worker thread never writes into a reused one")
+def sighup_keeps_log_fd():
+    logdir = mkdtemp()
+    log = os.path.join(logdir, "kvd.log")
+    k = Kvd("--log-file", log)
+    pid = k.proc.pid
+    before = fds_to(pid, log)
+    assert len(before) == 1, before
+    for i in range(3):
+        os.rename(log, log + ".%d" % i)
+        # Connections opened now take the lowest free numbers: the ones a
+        # close-then-open reopen would free and hand out.
+        with k.conn() as c:
+            expect(c.request("GET", "/_health"), 200, b"ok\n")
+            k.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: fds_to(pid, log) == before, "the new log file on fd %d" % before[0])
+            expect(c.request("GET", "/_health"), 200, b"ok\n")
+        assert fds_to(pid, log + ".%d" % i) == [], "the rotated file is still open"
+    wait_for(lambda: b"SIGHUP: configuration reloaded" in open(log, "rb").read(), "a line in the new file")
+
+
 @case("ready answers 200 and health needs no token even with auth all")
 def ready_and_health():
     tok = os.path.join(mkdtemp(), "token")

@@ -105,7 +105,7 @@ static const char *listdir(const char *d, char *buf, size_t size) {
 static kv_ckpt_t *open_ok(const char *d, int flags) {
   kv_ckpt_t *c = NULL;
   char err[256];
-  int rc = kv_ckpt_open(d, KV_SYNC_NONE, flags, &c, err, sizeof err);
+  int rc = kv_ckpt_open(d, KV_SYNC_NONE, flags, 0, &c, err, sizeof err);
   if (rc != 0) KV__FAIL("open %s: %d %s", d, rc, err);
   return c;
 }
@@ -177,7 +177,7 @@ static void raw_env(const char *d, const char *dbname, const char *key,
 static void expect_refused(const char *d, int code, const char *msg) {
   kv_ckpt_t *c = (kv_ckpt_t *)1;
   char err[256];
-  CHECK_INT(kv_ckpt_open(d, KV_SYNC_NONE, 0, &c, err, sizeof err), code);
+  CHECK_INT(kv_ckpt_open(d, KV_SYNC_NONE, 0, 0, &c, err, sizeof err), code);
   CHECK(c == NULL);
   CHECK_STR(err, msg);
 }
@@ -285,7 +285,7 @@ KV_TEST(garbage_data_file_is_refused, "a data.mdb that is not an LMDB file is re
   memset(junk, 'x', sizeof junk);
   CHECK_INT(fwrite(junk, 1, sizeof junk, f), sizeof junk);
   fclose(f);
-  CHECK_INT(kv_ckpt_open(d, KV_SYNC_NONE, 0, &c, err, sizeof err),
+  CHECK_INT(kv_ckpt_open(d, KV_SYNC_NONE, 0, 0, &c, err, sizeof err),
             KV_ENOTKVD);
   CHECK(strncmp(err, "not a kvd data directory (data.mdb: ", 36) == 0);
   CHECK(strchr(err, '\n') == NULL && strstr(err, d) == NULL);
@@ -300,11 +300,11 @@ KV_TEST(unusable_path_fails, "a path under a regular file fails with the system 
   FILE *f = fopen(file, "w");
   CHECK(f != NULL);
   fclose(f);
-  CHECK_INT(kv_ckpt_open(file, KV_SYNC_NONE, 0, &c, err, sizeof err),
+  CHECK_INT(kv_ckpt_open(file, KV_SYNC_NONE, 0, 0, &c, err, sizeof err),
             KV_ESTORE);
   CHECK_STR(err, "cannot open: Not a directory");
   snprintf(sub, sizeof sub, "%s/x", file);
-  CHECK_INT(kv_ckpt_open(sub, KV_SYNC_NONE, 0, &c, err, sizeof err),
+  CHECK_INT(kv_ckpt_open(sub, KV_SYNC_NONE, 0, 0, &c, err, sizeof err),
             KV_ESTORE);
   CHECK_STR(err, "cannot open: Not a directory");
   rmtree(d);
@@ -483,11 +483,11 @@ KV_TEST(readonly_keeps_lock_file, "a read-only open reuses lock.mdb and keeps it
 KV_TEST(readonly_missing_dir, "a read-only open of a missing or empty dir fails and creates nothing") {
   char *base = tmpdir(), *d = path_in(base, "nope"), err[256], ls[64];
   kv_ckpt_t *c;
-  CHECK_INT(kv_ckpt_open(d, KV_SYNC_NONE, KV_CKPT_READONLY, &c, err,
+  CHECK_INT(kv_ckpt_open(d, KV_SYNC_NONE, KV_CKPT_READONLY, 0, &c, err,
                          sizeof err), KV_ESTORE);
   CHECK_STR(err, "cannot open: No such file or directory");
   CHECK(!exists(d));
-  CHECK_INT(kv_ckpt_open(base, KV_SYNC_NONE, KV_CKPT_READONLY, &c, err,
+  CHECK_INT(kv_ckpt_open(base, KV_SYNC_NONE, KV_CKPT_READONLY, 0, &c, err,
                          sizeof err), KV_ENOTKVD);
   CHECK_STR(err, "not a kvd data directory (it is empty)");
   CHECK_STR(listdir(base, ls, sizeof ls), "");

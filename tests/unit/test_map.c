@@ -600,3 +600,30 @@ KV_TEST(reserve, "reserving room for a known count leaves no rehash for the inse
   check_gets(m, "key-0", "v");
   kv_map_free(m);
 }
+
+KV_TEST(rehash_for_idle, "a table left half-rehashed finishes within a few millisecond budgets while idle") {
+  kv_map_t *m = NULL;
+  char k[32];
+  size_t n = 0, calls = 0;
+
+  CHECK_INT(kv_map_new(&m), 0);
+  CHECK_INT(kv_map_rehashing(m), 0);
+  CHECK_INT(kv_map_rehash_for(m, 1000000), 0);
+  /* Grow past 64K keys, stopping as soon as the last insert started a
+   * rehash: no further operation would ever move its buckets. */
+  while (n < 65536 || !kv_map_rehashing(m)) {
+    CHECK(n < 1000000);
+    size_t kl = key_of(k, n++);
+    put_new(m, mk(k, kl, "v", 1));
+  }
+  CHECK_INT(kv_map_rehashing(m), 1);
+  /* What the listener's sweep does once a second. */
+  while (kv_map_rehash_for(m, 1000000) == 1) CHECK(++calls < 1000);
+  CHECK_INT(kv_map_rehashing(m), 0);
+  CHECK_INT(kv_map_count(m), n);
+  for (size_t i = 0; i < n; i++) {
+    size_t kl = key_of(k, i);
+    check_get(m, k, kl, "v", 1);
+  }
+  kv_map_free(m);
+}
