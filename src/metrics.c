@@ -9,6 +9,14 @@
 
 #include "kv/error.h"
 
+/* errors[] holds code -1 at index 0 up to code -KV_M_NERRORS at the last
+ * index: every code in the table must fit. */
+#define KV__ERR_FITS(n, c, s, msg)                                            \
+  _Static_assert((c) <= -1 && (c) >= -KV_M_NERRORS,                           \
+                 "KV_M_NERRORS is too small for KV_" #n);
+KV_ERRORS(KV__ERR_FITS)
+#undef KV__ERR_FITS
+
 static const double latency_bounds[] = {0.0001, 0.00025, 0.0005, 0.001,
                                         0.0025, 0.005,   0.01,   0.025,
                                         0.05,   0.1,     0.25,   1};
@@ -72,7 +80,7 @@ void kv_metrics_request(kv_metrics_t *m, int method, int status,
 }
 
 void kv_metrics_error(kv_metrics_t *m, int err) {
-  if (err < 0 && -err < KV_M_NERRORS) m->errors[-err]++;
+  if (err < 0 && -err <= KV_M_NERRORS) m->errors[-err - 1]++;
 }
 
 typedef struct {
@@ -174,8 +182,8 @@ int kv_metrics_render(const kv_metrics_t *m, const kv_metrics_gauges_t *g,
            "LMDB commit time per batch, fsync included.", &m->commit);
   put(&b, "# HELP kvd_errors_total Error answers and failures, by kind.\n"
           "# TYPE kvd_errors_total counter\n");
-  for (int i = 1; i < KV_M_NERRORS; i++) {
-    if (m->errors[i] && error_kind(-i, kind, sizeof(kind)))
+  for (int i = 0; i < KV_M_NERRORS; i++) {
+    if (m->errors[i] && error_kind(-i - 1, kind, sizeof(kind)))
       put(&b, "kvd_errors_total{kind=\"%s\"} %llu\n", kind,
           (unsigned long long)m->errors[i]);
   }

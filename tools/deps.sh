@@ -3,7 +3,18 @@
 
 KV_BUILD_DEPS="cmake make gcc pkg-config libuv1-dev node-llhttp libyajl-dev
   liblmdb-dev libxxhash-dev"
-KV_TEST_DEPS="python3 curl clang prometheus"
+# The tests' tools.  Every tool a test would skip without is here, so that
+# CI (root, CI=true), where a durability, fault or packaging test may not
+# skip, has them all on a fresh Debian machine:
+#   strace, util-linux (setpriv, prlimit, mountpoint): EIO injection, limits
+#   lmdb-utils (mdb_stat, mdb_load): stale readers, foreign environments
+#   xfsprogs, mount (losetup, mount): the power cut on a loop-mounted XFS
+#   slowhttptest: the slow-client limit test
+#   rpm, cpio, dpkg-dev, debhelper, lintian, systemd, systemd-container,
+#   kmod (modprobe overlay): the packaging tests
+KV_TEST_DEPS="python3 curl clang prometheus strace util-linux lmdb-utils
+  xfsprogs mount slowhttptest rpm cpio dpkg-dev debhelper lintian systemd
+  systemd-container kmod"
 
 kv_deps() {
   local missing=() p

@@ -24,11 +24,11 @@ enum { KV_M_GET, KV_M_HEAD, KV_M_PUT, KV_M_POST, KV_M_DELETE, KV_M_OTHER,
        KV_M_NMETHODS };
 
 #define KV_M_NSTATUS 20
-#define KV_M_NERRORS 32
+#define KV_M_NERRORS 32 /* error codes -1..-32 (include/kv/error.h) */
 
 typedef struct {
   uint64_t requests[KV_M_NMETHODS][KV_M_NSTATUS];
-  uint64_t errors[KV_M_NERRORS]; /* by -code */
+  uint64_t errors[KV_M_NERRORS]; /* code c counted at errors[-c - 1] */
   kv_hist_t latency;     /* request seconds, head received to answer queued */
   kv_hist_t batch;       /* writes per commit */
   kv_hist_t commit;      /* commit seconds, fsync included */

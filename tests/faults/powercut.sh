@@ -14,7 +14,8 @@
 #
 # Exit status: 0 no acknowledged write lost, 1 some lost (or kvd could not
 # read its data back), 2 a setup or harness error, 77 skipped (not root, no
-# xfsprogs, no loop devices).  The last line says which.
+# xfsprogs, no loop devices).  The last line says which.  test_faults.py
+# turns 77 into harness.skip(), which fails the case under CI=true.
 #
 # With --sync always this must exit 0.  With --sync none it is the mutation
 # control: kvd then acknowledges writes that are only in the page cache, so

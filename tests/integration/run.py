@@ -4,7 +4,10 @@
 Imports FILE (tests/integration/test_<area>.py), runs the case registered
 with @case("SENTENCE"), then stops every kvd the case started and checks
 their exit status and stderr for sanitizer reports.  Prints "ok" and exits 0,
-or prints the traceback / problems and exits 1.
+or prints the traceback / problems and exits 1.  A case that called
+harness.skip(reason) and had no problem at teardown prints "skipped: reason"
+and exits 77, which ctest reports as skipped (see harness.skip for when a
+skip fails instead, under CI=true).
 
 run.py FILE          lists the sentences of FILE.
 """
@@ -62,9 +65,13 @@ def main(argv):
     # Fail with a traceback a little before ctest would kill us.
     signal.alarm(max(5, fn.timeout - max(5, fn.timeout // 10)))
     ok = True
+    skipped = None
     t0 = time.monotonic()
+    harness.CURRENT_CASE = fn
     try:
         fn()
+    except harness.Skip as e:
+        skipped = str(e) or "(no reason given)"
     except BaseException:
         ok = False
         traceback.print_exc()
@@ -81,6 +88,10 @@ def main(argv):
     for p in problems:
         ok = False
         print("PROBLEM: " + p)
+    if ok and skipped is not None:
+        print("skipped: " + skipped, flush=True)
+        sys.stderr.write("%.2fs\n" % (time.monotonic() - t0))
+        return harness.SKIP_EXIT
     if ok:
         print("ok", flush=True)
         sys.stderr.write("%.2fs\n" % (time.monotonic() - t0))

@@ -9,6 +9,10 @@ import time
 
 from harness import Conn, Kvd, case, expect, kpath
 
+# Every case here is a durability test: under CI=true a skip fails it (see
+# harness.skip).
+CI_STRICT = True
+
 SAMPLE = {
     "plain": b"value",
     "empty": b"",

@@ -4,8 +4,9 @@ processes, a SIGKILL loop checked against the history of every write, a
 power cut on XFS (tests/faults/powercut.sh), and corrupt, truncated or
 foreign data directories.
 
-Cases that need root, strace, lmdb-utils, xfsprogs or a loop device print
-SKIPPED and pass when they are not available."""
+Cases that need root, strace, setpriv, lmdb-utils, xfsprogs or a loop device
+skip (ctest shows them as skipped, not passed) when they are not available,
+and fail instead under CI=true: see harness.skip."""
 
 import json
 import os
@@ -19,14 +20,13 @@ import time
 
 import harness
 from harness import (KVD_BIN, KVDUMP_BIN, Conn, Kvd, case, check_error_body, expect, kpath,
-                     mkdtemp)
+                     mkdtemp, skip)
+
+# Every case here is a fault test: under CI=true a skip fails it.
+CI_STRICT = True
 
 FAULTS = os.path.join(harness.REPO, "tests", "faults")
 ROOT = os.geteuid() == 0
-
-
-def skip(why):
-    print("SKIPPED: " + why)
 
 
 def have(tool, package):
@@ -133,20 +133,17 @@ class StracedKvd(Kvd):
         return rc
 
 
-def strace_ok():
+def need_strace():
+    """Skips the case unless strace can inject faults here."""
     if not have("strace", "strace"):
         skip("strace is not installed")
-        return False
     if not shutil.which("setpriv"):
         skip("setpriv (util-linux) is not installed")
-        return False
     r = subprocess.run(["strace", "-f", "-qq", "-o", "/dev/null", "-e",
                         "inject=fdatasync:error=EIO:when=1", "true"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=20)
     if r.returncode != 0:
         skip("strace cannot trace here: %r" % r.stderr[:300])
-        return False
-    return True
 
 
 def write_until_failure(k, limit=80):
@@ -231,8 +228,7 @@ def io_error_checks(k, inject):
 
 @case("EIO from fdatasync at commit answers 500 then 503 to every write while reads serve the acknowledged state")
 def eio_fdatasync():
-    if not strace_ok():
-        return
+    need_strace()
     # strace counts calls per thread: the 3rd fdatasync of one of libuv's
     # pool threads, a few commits in.
     hit, error = io_error_scenario("fdatasync:error=EIO:when=3")
@@ -242,8 +238,7 @@ def eio_fdatasync():
 
 @case("EIO from a page or meta pwrite at commit answers 500 then 503 and loses no acknowledged write")
 def eio_pwrite():
-    if not strace_ok():
-        return
+    need_strace()
     # pwrite64 carries data pages and (on the O_DSYNC descriptor) the meta
     # page.  strace counts calls per thread; try positions until both kinds
     # were hit (bounded).
@@ -265,8 +260,7 @@ def eio_pwrite():
 
 @case("EIO under concurrent writers fails the whole batch and every acknowledged write survives a restart", timeout=120)
 def eio_concurrent():
-    if not strace_ok():
-        return
+    need_strace()
     k = StracedKvd("fdatasync:error=EIO:when=25")
     lock = threading.Lock()
     acked, failed, problems = {}, [], []
@@ -381,10 +375,10 @@ def check_model(k, model, what):
 @case("a full disk answers 507 to writes without crashing, GET / and reads go on from memory, and writes work again once space is freed", timeout=120)
 def full_disk():
     if not ROOT:
-        return skip("needs root to mount a tmpfs")
+        skip("needs root to mount a tmpfs")
     fs = Tmpfs(2 << 20)
     if not fs.ok:
-        return skip("cannot mount a tmpfs: " + fs.why)
+        skip("cannot mount a tmpfs: " + fs.why)
     k = None
     try:
         filler = os.path.join(fs.dir, "filler")
@@ -464,10 +458,10 @@ def map_grows():
 @case("with map-size 64K on a 4 MiB tmpfs only a really full disk gives 507", timeout=120)
 def map_small_disk_full():
     if not ROOT:
-        return skip("needs root to mount a tmpfs")
+        skip("needs root to mount a tmpfs")
     fs = Tmpfs(4 << 20)
     if not fs.ok:
-        return skip("cannot mount a tmpfs: " + fs.why)
+        skip("cannot mount a tmpfs: " + fs.why)
     k = None
     try:
         k = Kvd("--map-size", "64K", data=os.path.join(fs.dir, "data"))
@@ -556,7 +550,7 @@ def overwrite(k, n, rnd, size=500):
 @case("kvdump processes SIGKILLed mid-dump leave no stale reader once kvd restarts and writes keep succeeding", timeout=180)
 def stale_readers_restart():
     if not have("mdb_stat", "lmdb-utils"):
-        return skip("mdb_stat (lmdb-utils) is not installed")
+        skip("mdb_stat (lmdb-utils) is not installed")
     k = Kvd()
     big_store(k)
     killed = []
@@ -585,7 +579,7 @@ def stale_readers_restart():
 @case("stale readers of killed kvdump processes do not make data.mdb grow while kvd keeps running", timeout=180)
 def stale_readers_growth():
     if not have("mdb_stat", "lmdb-utils"):
-        return skip("mdb_stat (lmdb-utils) is not installed")
+        skip("mdb_stat (lmdb-utils) is not installed")
     k = Kvd()
     big_store(k)
     path = os.path.join(k.data, "data.mdb")
@@ -765,11 +759,11 @@ def powercut(sync, secs):
 @case("a power cut on XFS under write load with sync always loses no acknowledged write", timeout=200)
 def powercut_always():
     if not have("mkfs.xfs", "xfsprogs"):
-        return skip("xfsprogs is not installed")
+        skip("xfsprogs is not installed")
     for secs in (1, 3):
         rc, out = powercut("always", secs)
         if rc == 77:
-            return skip(out.strip().splitlines()[-1])
+            skip(out.strip().splitlines()[-1])
         assert rc == 0, "power cut after %ds of load (exit %d):\n%s" % (secs, rc, out)
         assert "LOST 0" in out, out
 
@@ -777,10 +771,10 @@ def powercut_always():
 @case("the power-cut check detects loss with sync none so it can fail", timeout=200)
 def powercut_control():
     if not have("mkfs.xfs", "xfsprogs"):
-        return skip("xfsprogs is not installed")
+        skip("xfsprogs is not installed")
     rc, out = powercut("none", 2)
     if rc == 77:
-        return skip(out.strip().splitlines()[-1])
+        skip(out.strip().splitlines()[-1])
     assert rc == 1, ("with --sync none the power cut lost no acknowledged write (exit %d): "
                      "the power-cut test proves nothing\n%s" % (rc, out))
     m = re.search(r"LOST (\d+|unknown)", out)
@@ -912,7 +906,8 @@ def mdb_load_env(dirpath, records, subdb=None):
 @case("foreign LMDB environments and directories of random files give one kvd line and exit 1, never a crash")
 def foreign_dirs():
     results = []
-    if have("mdb_load", "lmdb-utils"):
+    lmdb_utils = have("mdb_load", "lmdb-utils")
+    if lmdb_utils:
         d = os.path.join(mkdtemp(), "plain")
         mdb_load_env(d, [(b"key", b"value"), (b"other", b"x")])
         results.append(("an LMDB env with only a main database", start_or_refuse(d, "plain env")))
@@ -924,8 +919,6 @@ def foreign_dirs():
         mdb_load_env(d, [(b"a", b"b")], subdb="users")
         results.append(("an LMDB env with a database named users",
                         start_or_refuse(d, "env with other named db")))
-    else:
-        print("mdb_load (lmdb-utils) is not installed: foreign LMDB envs not checked")
     rng = random.Random(99)
     d = os.path.join(mkdtemp(), "random")
     os.mkdir(d)
@@ -948,6 +941,9 @@ def foreign_dirs():
     results.append(("zero-filled data.mdb", start_or_refuse(d, "zero-filled data.mdb")))
     for what, res in results:
         print("%s: %s" % (what, res))
+    if not lmdb_utils:
+        skip("mdb_load (lmdb-utils) is not installed: the random directories passed, "
+             "foreign LMDB environments were not checked")
 
 
 @case("a kvd data.mdb truncated or damaged after a clean stop gives one kvd line or starts, never a crash")
