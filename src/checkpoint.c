@@ -26,7 +26,14 @@
 #include "kv/log.h"
 
 #define CKPT_FORMAT_KEY "format"
-#define CKPT_FORMAT "kvd-1"
+#define CKPT_FORMAT "kvd-2"
+#define CKPT_FORMAT_V1 "kvd-1" /* values without a header; migrated */
+#define CKPT_REV_KEY "rev"     /* the last revision the checkpoint holds */
+
+/* Each value in "data" starts with this header, little-endian: the
+ * value's modification revision, and its expiry time in Unix
+ * milliseconds (0: none). */
+#define CKPT_HDR 16
 
 /* Address space only: data.mdb grows as pages are written. */
 #if SIZE_MAX > 0xffffffffu
@@ -37,8 +44,9 @@
 
 struct kv_ckpt {
   MDB_env *env;
-  MDB_dbi data;
+  MDB_dbi meta, data;
   int readonly;
+  int v1;         /* a kvd-1 directory read as it is (read-only opens) */
   int dirfd;      /* holds the directory's exclusive flock while open */
   int created;    /* this open made data.mdb */
   int made_dir;   /* this open made the directory itself */
@@ -47,6 +55,7 @@ struct kv_ckpt {
 };
 
 struct kv_ckpt_snap {
+  kv_ckpt_t *c;
   MDB_txn *txn;
   MDB_cursor *cur;
   MDB_cursor_op op; /* the next cursor move: FIRST/SET_RANGE, then NEXT */
@@ -264,13 +273,122 @@ int kv_ckpt_grow(kv_ckpt_t *c, size_t *now) {
   return 0;
 }
 
+static void ckpt_put_u64(unsigned char *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t ckpt_get_u64(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+  return v;
+}
+
+/* Stores the value behind its header, written in place (MDB_RESERVE). */
+static int ckpt_put_value(MDB_txn *txn, MDB_dbi dbi, MDB_val *k,
+                          const char *val, size_t vlen, uint64_t rev) {
+  MDB_val v = {CKPT_HDR + vlen, NULL};
+  int rc = mdb_put(txn, dbi, k, &v, MDB_RESERVE);
+
+  if (rc != 0) return rc;
+  ckpt_put_u64(v.mv_data, rev);
+  ckpt_put_u64((unsigned char *)v.mv_data + 8, 0);
+  if (vlen) memcpy((char *)v.mv_data + CKPT_HDR, val, vlen);
+  return 0;
+}
+
+static int ckpt_put_rev(MDB_txn *txn, MDB_dbi meta, uint64_t rev) {
+  unsigned char buf[8];
+  MDB_val k = {sizeof CKPT_REV_KEY - 1, (void *)CKPT_REV_KEY};
+  MDB_val v = {8, buf};
+
+  ckpt_put_u64(buf, rev);
+  return mdb_put(txn, meta, &k, &v, 0);
+}
+
+static int ckpt_get_rev(MDB_txn *txn, MDB_dbi meta, uint64_t *rev) {
+  MDB_val k = {sizeof CKPT_REV_KEY - 1, (void *)CKPT_REV_KEY}, v;
+  int rc = mdb_get(txn, meta, &k, &v);
+
+  *rev = 0;
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc != 0) return rc;
+  if (v.mv_size != 8) return MDB_CORRUPTED;
+  *rev = ckpt_get_u64(v.mv_data);
+  return 0;
+}
+
+/* Rewrites a kvd-1 directory as kvd-2 inside txn: every value gets its
+ * header, with revisions 1..N in key order, as if the keys had been
+ * written in that order, and the store's revision becomes N.  The values
+ * are copied out first: LMDB's pages may move once the tree changes. */
+static int ckpt_migrate_v1(kv_ckpt_t *c, MDB_txn *txn) {
+  MDB_cursor *cur = NULL;
+  MDB_val k, v, fk = {sizeof CKPT_FORMAT_KEY - 1, (void *)CKPT_FORMAT_KEY};
+  MDB_val fv = {sizeof CKPT_FORMAT - 1, (void *)CKPT_FORMAT};
+  char **copy = NULL;
+  size_t n = 0, cap = 0;
+  int rc;
+
+  rc = mdb_cursor_open(txn, c->data, &cur);
+  for (MDB_cursor_op op = MDB_FIRST; rc == 0; op = MDB_NEXT) {
+    char *e;
+    rc = mdb_cursor_get(cur, &k, &v, op);
+    if (rc != 0) break;
+    if (n == cap) {
+      char **nc = realloc(copy, (cap = cap ? cap * 2 : 1024) * sizeof *nc);
+      if (nc == NULL) {
+        rc = ENOMEM;
+        break;
+      }
+      copy = nc;
+    }
+    /* klen (2 bytes), key, vlen (size_t), value */
+    e = malloc(2 + k.mv_size + sizeof(size_t) + v.mv_size);
+    if (e == NULL) {
+      rc = ENOMEM;
+      break;
+    }
+    e[0] = (char)(k.mv_size & 0xff);
+    e[1] = (char)(k.mv_size >> 8);
+    memcpy(e + 2, k.mv_data, k.mv_size);
+    memcpy(e + 2 + k.mv_size, &v.mv_size, sizeof(size_t));
+    memcpy(e + 2 + k.mv_size + sizeof(size_t), v.mv_data, v.mv_size);
+    copy[n++] = e;
+  }
+  if (cur) mdb_cursor_close(cur);
+  if (rc == MDB_NOTFOUND) rc = 0;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    unsigned char *e = (unsigned char *)copy[i];
+    size_t klen = (size_t)e[0] | (size_t)e[1] << 8, vlen;
+    memcpy(&vlen, e + 2 + klen, sizeof(size_t));
+    k.mv_size = klen;
+    k.mv_data = e + 2;
+    rc = ckpt_put_value(txn, c->data, &k,
+                        (const char *)e + 2 + klen + sizeof(size_t), vlen,
+                        i + 1);
+  }
+  if (rc == 0) rc = ckpt_put_rev(txn, c->meta, n);
+  if (rc == 0) rc = mdb_put(txn, c->meta, &fk, &fv, 0);
+  for (size_t i = 0; i < n; i++) free(copy[i]);
+  free(copy);
+  if (rc == 0)
+    kv_log_info("migrated %zu keys from format %s to %s", n, CKPT_FORMAT_V1,
+                CKPT_FORMAT);
+  return rc;
+}
+
+static int ckpt_format_is(const MDB_val *v, const char *f) {
+  return v->mv_size == strlen(f) && memcmp(v->mv_data, f, v->mv_size) == 0;
+}
+
 /* Opens "meta" and "data" and checks the format marker.  An environment
  * with nothing at all in it (a first start that died before its first
  * commit) is initialised like a new one when writable: it cannot hold
- * anybody's data.  Returns 0 or an error with errbuf filled. */
+ * anybody's data.  A kvd-1 directory is migrated when writable, and read
+ * as it is otherwise.  Returns 0 or an error with errbuf filled. */
 static int ckpt_check_format(kv_ckpt_t *c, char *errbuf, size_t errlen) {
   MDB_txn *txn = NULL;
-  MDB_dbi meta, main_dbi;
+  MDB_dbi main_dbi;
   MDB_stat ms;
   MDB_val k = {sizeof CKPT_FORMAT_KEY - 1, (void *)CKPT_FORMAT_KEY};
   MDB_val v;
@@ -278,7 +396,7 @@ static int ckpt_check_format(kv_ckpt_t *c, char *errbuf, size_t errlen) {
 
   rc = mdb_txn_begin(c->env, NULL, c->readonly ? MDB_RDONLY : 0, &txn);
   if (rc != 0) goto lmdb_fail;
-  rc = mdb_dbi_open(txn, "meta", 0, &meta);
+  rc = mdb_dbi_open(txn, "meta", 0, &c->meta);
   if (rc == MDB_NOTFOUND && !c->readonly) {
     rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
     if (rc == 0) rc = mdb_stat(txn, main_dbi, &ms);
@@ -286,26 +404,29 @@ static int ckpt_check_format(kv_ckpt_t *c, char *errbuf, size_t errlen) {
     if (ms.ms_entries != 0) goto not_kvd;
     v.mv_size = sizeof CKPT_FORMAT - 1;
     v.mv_data = (void *)CKPT_FORMAT;
-    rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &meta);
+    rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &c->meta);
     if (rc == 0) rc = mdb_dbi_open(txn, "data", MDB_CREATE, &c->data);
-    if (rc == 0) rc = mdb_put(txn, meta, &k, &v, 0);
+    if (rc == 0) rc = mdb_put(txn, c->meta, &k, &v, 0);
+    if (rc == 0) rc = ckpt_put_rev(txn, c->meta, 0);
     if (rc != 0) goto lmdb_fail;
   } else {
     if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) goto not_kvd;
     if (rc != 0) goto lmdb_fail;
-    rc = mdb_get(txn, meta, &k, &v);
+    rc = mdb_get(txn, c->meta, &k, &v);
     if (rc == MDB_NOTFOUND) goto not_kvd;
     if (rc != 0) goto lmdb_fail;
-    if (v.mv_size != sizeof CKPT_FORMAT - 1 ||
-        memcmp(v.mv_data, CKPT_FORMAT, v.mv_size) != 0) {
+    if (!ckpt_format_is(&v, CKPT_FORMAT) &&
+        !ckpt_format_is(&v, CKPT_FORMAT_V1)) {
       if (v.mv_size > 4 && memcmp(v.mv_data, "kvd-", 4) == 0) {
         ckpt_err(errbuf, errlen,
-                 "unsupported kvd format (this build reads %s)", CKPT_FORMAT);
+                 "unsupported kvd format (this build reads %s and %s)",
+                 CKPT_FORMAT_V1, CKPT_FORMAT);
         err = KV_ENOTKVD;
         goto fail;
       }
       goto not_kvd;
     }
+    c->v1 = ckpt_format_is(&v, CKPT_FORMAT_V1);
     rc = mdb_dbi_open(txn, "data", 0, &c->data);
     if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
       ckpt_err(errbuf, errlen, "the kvd data database is missing");
@@ -313,6 +434,11 @@ static int ckpt_check_format(kv_ckpt_t *c, char *errbuf, size_t errlen) {
       goto fail;
     }
     if (rc != 0) goto lmdb_fail;
+    if (c->v1 && !c->readonly) {
+      rc = ckpt_migrate_v1(c, txn);
+      if (rc != 0) goto lmdb_fail;
+      c->v1 = 0;
+    }
   }
   /* Committing (even a read-only txn) keeps the DBI handles for the env. */
   rc = mdb_txn_commit(txn);
@@ -472,8 +598,9 @@ static int ckpt_reserve(kv_ckpt_t *c, MDB_txn *txn, const kv_ckpt_op_t *ops,
     return 0;
   for (size_t i = 0; i < n; i++) {
     pages += 2 * ((uint64_t)st.ms_depth + 2);
-    if (ops[i].val.len > st.ms_psize / 2)
-      pages += (ops[i].val.len + 64 + st.ms_psize - 1) / st.ms_psize;
+    if (ops[i].val.len + CKPT_HDR > st.ms_psize / 2)
+      pages += (ops[i].val.len + CKPT_HDR + 64 + st.ms_psize - 1) /
+               st.ms_psize;
   }
   base = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
   need = base + pages * st.ms_psize;
@@ -507,7 +634,8 @@ static int ckpt_reserve(kv_ckpt_t *c, MDB_txn *txn, const kv_ckpt_op_t *ops,
  * failed fsync the kernel may have dropped them, so it is KV_EIO. */
 int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n) {
   MDB_txn *txn = NULL;
-  MDB_val k, v;
+  MDB_val k;
+  uint64_t last = 0;
   int rc, dead;
 
   if (n == 0) return 0;
@@ -528,10 +656,10 @@ int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n) {
   for (size_t i = 0; i < n; i++) {
     k.mv_size = ops[i].key.len;
     k.mv_data = (void *)ops[i].key.ptr;
+    if (ops[i].rev > last) last = ops[i].rev;
     if (ops[i].op == KV_OP_PUT) {
-      v.mv_size = ops[i].val.len;
-      v.mv_data = (void *)(ops[i].val.ptr ? ops[i].val.ptr : "");
-      rc = mdb_put(txn, c->data, &k, &v, 0);
+      rc = ckpt_put_value(txn, c->data, &k, ops[i].val.ptr, ops[i].val.len,
+                          ops[i].rev);
     } else if (ops[i].op == KV_OP_DEL) {
       rc = mdb_del(txn, c->data, &k, NULL);
       if (rc == MDB_NOTFOUND) rc = 0;
@@ -543,6 +671,11 @@ int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n) {
       return ckpt_txn_err(rc);
     }
   }
+  rc = ckpt_put_rev(txn, c->meta, last);
+  if (rc != 0) {
+    mdb_txn_abort(txn);
+    return ckpt_txn_err(rc);
+  }
   rc = mdb_txn_commit(txn); /* frees txn whatever the outcome */
   /* Saving the free list can still need a page, before anything is
    * written. */
@@ -550,14 +683,15 @@ int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n) {
   return rc == 0 ? 0 : KV_EIO;
 }
 
-int kv_ckpt_stat(kv_ckpt_t *c, uint64_t *keys) {
+int kv_ckpt_stat(kv_ckpt_t *c, uint64_t *keys, uint64_t *rev) {
   MDB_txn *txn;
   MDB_stat ms;
   int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
   if (rc != 0) return ckpt_txn_err(rc);
   rc = mdb_stat(txn, c->data, &ms);
+  if (rc == 0) rc = ckpt_get_rev(txn, c->meta, rev);
   mdb_txn_abort(txn);
-  if (rc != 0) return ckpt_txn_err(rc);
+  if (rc != 0) return rc == MDB_CORRUPTED ? KV_ECORRUPT : ckpt_txn_err(rc);
   *keys = ms.ms_entries;
   return 0;
 }
@@ -573,6 +707,7 @@ int kv_ckpt_snap_open(kv_ckpt_t *c, const char *prefix, size_t plen,
   *out = NULL;
   s = calloc(1, sizeof *s + plen + 1);
   if (s == NULL) return KV_ENOMEM;
+  s->c = c;
   if (plen > 0) memcpy(s->prefix, prefix, plen);
   s->plen = plen;
   s->maxkey = (size_t)mdb_env_get_maxkeysize(c->env);
@@ -590,7 +725,7 @@ fail:
   return rc == ENOMEM ? KV_ENOMEM : ckpt_txn_err(rc);
 }
 
-int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_slice_t *key, kv_slice_t *val) {
+int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_item_t *item) {
   MDB_val k, v;
   int rc;
 
@@ -608,11 +743,24 @@ int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_slice_t *key, kv_slice_t *val) {
     s->done = 1;
     return 0;
   }
-  key->ptr = k.mv_data;
-  key->len = k.mv_size;
-  val->ptr = v.mv_data;
-  val->len = v.mv_size;
+  item->key.ptr = k.mv_data;
+  item->key.len = k.mv_size;
+  if (s->c->v1) {
+    item->rev = 0;
+    item->val.ptr = v.mv_data;
+    item->val.len = v.mv_size;
+    return 1;
+  }
+  if (v.mv_size < CKPT_HDR) return KV_ECORRUPT;
+  item->rev = ckpt_get_u64(v.mv_data);
+  item->val.ptr = (const char *)v.mv_data + CKPT_HDR;
+  item->val.len = v.mv_size - CKPT_HDR;
   return 1;
+}
+
+int kv_ckpt_snap_rev(kv_ckpt_snap_t *s, uint64_t *rev) {
+  int rc = ckpt_get_rev(s->txn, s->c->meta, rev);
+  return rc == 0 ? 0 : rc == MDB_CORRUPTED ? KV_ECORRUPT : ckpt_txn_err(rc);
 }
 
 void kv_ckpt_snap_rewind(kv_ckpt_snap_t *s) {
@@ -620,8 +768,8 @@ void kv_ckpt_snap_rewind(kv_ckpt_snap_t *s) {
   s->done = s->plen > s->maxkey;
 }
 
-int kv_ckpt_snap_next_cb(void *snap, kv_slice_t *key, kv_slice_t *val) {
-  return kv_ckpt_snap_next(snap, key, val);
+int kv_ckpt_snap_next_cb(void *snap, kv_item_t *item) {
+  return kv_ckpt_snap_next(snap, item);
 }
 
 void kv_ckpt_snap_close(kv_ckpt_snap_t *s) {

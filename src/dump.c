@@ -80,7 +80,8 @@ static void dump_usage(FILE *f) {
         "byte-identical to the server's image of the same data.\n"
         "\n"
         "  -p, --prefix P  only the keys that start with P\n"
-        "  -n, --ndjson    one {\"key\":...,\"value\":...} object a line\n"
+        "  -n, --ndjson    one {\"key\":...,\"value\":...,\"rev\":N} object a\n"
+        "                  line, N the key's modification revision\n"
         "  -i, --image     check DIR/image.json, the server's last image,\n"
         "                  and print it as it is if it is valid; it cannot\n"
         "                  be combined with --prefix or --ndjson\n"
@@ -117,9 +118,9 @@ static int dump_write(void *ctx, const char *buf, size_t len) {
 }
 
 /* kv_image_next_fn over the snapshot that stops once a signal came. */
-static int dump_next(void *snap, kv_slice_t *key, kv_slice_t *val) {
+static int dump_next(void *snap, kv_item_t *item) {
   if (dump_sig) return KV_EIO;
-  return kv_ckpt_snap_next(snap, key, val);
+  return kv_ckpt_snap_next(snap, item);
 }
 
 /* Dumps the records under prefix from a read-only snapshot of dir.

@@ -37,7 +37,7 @@ struct kv_image {
   char *base;    /* read-only mapping of the file as built */
   size_t len;    /* bytes of JSON */
   size_t maplen; /* bytes mapped: len rounded up to a page */
-  uint64_t seq;
+  uint64_t rev;
   unsigned refs;
 };
 
@@ -91,7 +91,7 @@ static int image_encode_to(int format, kv_image_next_fn next, void *it,
                            yajl_print_t print, void *pctx,
                            const int *sink_err) {
   yajl_gen g = yajl_gen_alloc(NULL);
-  kv_slice_t k, v;
+  kv_item_t item;
   int err = 0, r;
 
   if (g == NULL) return KV_ENOMEM;
@@ -104,20 +104,23 @@ static int image_encode_to(int format, kv_image_next_fn next, void *it,
     err = KV_ENOMEM;
     goto out;
   }
-  while ((r = next(it, &k, &v)) > 0) {
+  while ((r = next(it, &item)) > 0) {
     if (format == KV_IMAGE_NDJSON) {
       if (yajl_gen_map_open(g) != 0) err = KV_EINVAL;
       if (!err) err = image_gen_cstr(g, "key");
-      if (!err) err = image_gen_string(g, k);
+      if (!err) err = image_gen_string(g, item.key);
       if (!err) err = image_gen_cstr(g, "value");
-      if (!err) err = image_gen_string(g, v);
+      if (!err) err = image_gen_string(g, item.val);
+      if (!err) err = image_gen_cstr(g, "rev");
+      if (!err && yajl_gen_integer(g, (long long)item.rev) != 0)
+        err = KV_EINVAL;
       if (!err && yajl_gen_map_close(g) != 0) err = KV_EINVAL;
       if (err) goto out;
       print(pctx, "\n", 1);
       yajl_gen_reset(g, NULL); /* allow the next top-level object */
     } else {
-      err = image_gen_string(g, k);
-      if (!err) err = image_gen_string(g, v);
+      err = image_gen_string(g, item.key);
+      if (!err) err = image_gen_string(g, item.val);
       if (err) goto out;
     }
     if (*sink_err) {
@@ -296,7 +299,7 @@ static void image_publish(const char *dir, const char *tmp,
  * never a partial one; with dir NULL it builds in anonymous memory and
  * writes no file (the fallback when the disk cannot take the file).  On
  * failure the temporary file is removed and the old image is untouched. */
-int kv_image_build(const char *dir, uint64_t seq, size_t size_hint,
+int kv_image_build(const char *dir, uint64_t rev, size_t size_hint,
                    kv_image_next_fn next, void *it, kv_image_t **out) {
   char tmp[4096], path[4096];
   image_map_t m = {.fd = -1, .base = MAP_FAILED};
@@ -327,7 +330,7 @@ int kv_image_build(const char *dir, uint64_t seq, size_t size_hint,
   img->base = m.base;
   img->len = m.used;
   img->maplen = m.cap;
-  img->seq = seq;
+  img->rev = rev;
   img->refs = 1;
   m.base = MAP_FAILED; /* the image owns the mapping now */
   *out = img;
@@ -345,7 +348,7 @@ const char *kv_image_data(const kv_image_t *img) { return img->base; }
 
 size_t kv_image_len(const kv_image_t *img) { return img->len; }
 
-uint64_t kv_image_seq(const kv_image_t *img) { return img->seq; }
+uint64_t kv_image_rev(const kv_image_t *img) { return img->rev; }
 
 kv_image_t *kv_image_ref(kv_image_t *img) {
   img->refs++;

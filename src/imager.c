@@ -4,7 +4,7 @@
  * listener however many keys there are.  The snapshot is opened on the
  * listener between two commits, when LMDB holds exactly what the map holds:
  * an image therefore never shows a write before it is acknowledged, and its
- * sequence number says which commits it reflects.
+ * revision says which writes it reflects (its ETag).
  *
  * Builds happen only when the image is stale: a GET / that needs a fresher
  * image than exists, a background refresh some time after writes, or the
@@ -25,19 +25,20 @@
 #define KV_IMAGE_REFRESH_MIN_MS 1000
 
 static int image_fresh(const kv_store_t *s) {
-  return s->image && kv_image_seq(s->image) >= s->seq;
+  return s->image && kv_image_rev(s->image) >= s->rev;
 }
 
-static int recs_next(void *it, kv_slice_t *key, kv_slice_t *val) {
+static int recs_next(void *it, kv_item_t *item) {
   kv_store_t *s = it;
   const kv_rec_t *r;
 
   if (s->rec_next == s->nrecs) return 0;
   r = s->recs[s->rec_next++];
-  key->ptr = kv_rec_key(r);
-  key->len = r->klen;
-  val->ptr = kv_rec_value(r);
-  val->len = r->vlen;
+  item->key.ptr = kv_rec_key(r);
+  item->key.len = r->klen;
+  item->val.ptr = kv_rec_value(r);
+  item->val.len = r->vlen;
+  item->rev = r->rev;
   return 1;
 }
 
@@ -50,9 +51,9 @@ static void rewind_source(kv_store_t *s) {
 static int build(kv_store_t *s, const char *dir) {
   rewind_source(s);
   if (s->recs)
-    return kv_image_build(dir, s->snap_seq, s->snap_hint, recs_next, s,
+    return kv_image_build(dir, s->snap_rev, s->snap_hint, recs_next, s,
                           &s->built);
-  return kv_image_build(dir, s->snap_seq, s->snap_hint, kv_ckpt_snap_next_cb,
+  return kv_image_build(dir, s->snap_rev, s->snap_hint, kv_ckpt_snap_next_cb,
                         s->snap, &s->built);
 }
 
@@ -90,11 +91,11 @@ static void *image_thread(void *arg) {
 
 /* Answers the waiters this build covers: those that need no newer commit
  * than the snapshot's.  The rest wait for the next build. */
-static void answer_waiters(kv_store_t *s, int rc, uint64_t seq) {
+static void answer_waiters(kv_store_t *s, int rc, uint64_t rev) {
   kv_image_wait_t **pp = &s->waiters, *w;
 
   while ((w = *pp) != NULL) {
-    if (w->need_seq > seq) {
+    if (w->need_rev > rev) {
       pp = &w->next;
       continue;
     }
@@ -133,12 +134,12 @@ static void image_done(uv_async_t *h) {
     kv_image_unref(s->image);
     s->image = s->built;
     s->built = NULL;
-    s->failed_seq = 0;
+    s->failed_rev = 0;
   } else {
-    s->failed_seq = s->snap_seq + 1;
+    s->failed_rev = s->snap_rev + 1;
     kv_log_warn("%s: cannot build the image: %s", s->dir, kv_strerror(rc));
   }
-  answer_waiters(s, rc, s->snap_seq);
+  answer_waiters(s, rc, s->snap_rev);
   /* A commit waiting to grow the map needed this snapshot closed. */
   if (s->grow_wanted) {
     kv__commit_grow(s);
@@ -211,16 +212,16 @@ static int imager_start(kv_store_t *s) {
   if (!s->waiters && !s->refresh && !s->drained) return 0;
   /* A build of this very state already failed: retry only for a client
    * who asks, not in a loop. */
-  if (!s->waiters && s->failed_seq == s->seq + 1) return 0;
+  if (!s->waiters && s->failed_rev == s->rev + 1) return 0;
   rc = open_source(s);
   if (rc != 0) {
-    s->failed_seq = s->seq + 1;
+    s->failed_rev = s->rev + 1;
     kv_log_warn("%s: cannot start an image build: %s", s->dir,
                 kv_strerror(rc));
     return rc;
   }
   s->refresh = 0;
-  s->snap_seq = s->seq;
+  s->snap_rev = s->rev;
   /* Encoding adds quotes, a colon and a comma per key, and some escapes. */
   s->snap_hint = (size_t)(kv_map_bytes(s->map) + kv_map_bytes(s->map) / 16 +
                           6 * kv_map_count(s->map) + 4096);
@@ -235,13 +236,13 @@ static int imager_start(kv_store_t *s) {
 
 void kv__imager_kick(kv_store_t *s) {
   int rc = imager_start(s);
-  if (rc != 0) answer_waiters(s, rc, s->seq);
+  if (rc != 0) answer_waiters(s, rc, s->rev);
 }
 
 /* True when shutdown need not wait for the imager: nothing is building and
  * the image is fresh, or building this state already failed. */
 int kv__imager_idle(kv_store_t *s) {
-  return !s->imaging && (image_fresh(s) || s->failed_seq == s->seq + 1);
+  return !s->imaging && (image_fresh(s) || s->failed_rev == s->rev + 1);
 }
 
 int kv_store_image(kv_store_t *s, kv_image_wait_t *w, kv_image_t **img) {
@@ -251,7 +252,7 @@ int kv_store_image(kv_store_t *s, kv_image_wait_t *w, kv_image_t **img) {
     *img = kv_image_ref(s->image);
     return 0;
   }
-  w->need_seq = s->seq;
+  w->need_rev = s->rev;
   w->next = s->waiters;
   s->waiters = w;
   rc = imager_start(s);
@@ -260,6 +261,6 @@ int kv_store_image(kv_store_t *s, kv_image_wait_t *w, kv_image_t **img) {
    * not be told "wait" for an answer that was already given. */
   s->waiters = w->next;
   w->next = NULL;
-  answer_waiters(s, rc, s->seq);
+  answer_waiters(s, rc, s->rev);
   return rc;
 }

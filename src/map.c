@@ -49,6 +49,7 @@ int kv_rec_new(const char *key, size_t klen, size_t vcap, kv_rec_t **out) {
   kv_rec_t *r = malloc(sizeof(*r) + klen + vcap);
   if (r == NULL) return KV_ENOMEM;
   r->next = NULL;
+  r->rev = 0;
   r->hash = 0; /* set by kv_map_put, which knows the map's seed */
   r->refs = 1;
   r->vlen = 0;
@@ -335,6 +336,10 @@ int kv_map_rehash_for(kv_map_t *m, uint64_t ns) {
 }
 
 int kv_map_rehashing(const kv_map_t *m) { return map_rehashing(m); }
+
+uint32_t kv_map_hash(const kv_map_t *m, const char *key, size_t klen) {
+  return map_hash(m, key, klen);
+}
 
 /* Sizing the table once for a known count (a reload) saves the log2(n)
  * incremental rehashes, each touching every record already inserted. */

@@ -191,7 +191,9 @@ int kv_metrics_render(const kv_metrics_t *m, const kv_metrics_gauges_t *g,
   put_gauge(&b, "kvd_stored_bytes", "gauge",
             "Bytes of keys and values stored.", g->bytes);
   put_gauge(&b, "kvd_commits_total", "counter",
-            "Group commits applied to the map.", g->seq);
+            "Group commits applied to the map.", g->commits);
+  put_gauge(&b, "kvd_revision", "gauge",
+            "The store's revision: the last write applied.", g->rev);
   put_hist(&b, "kvd_image_build_duration_seconds",
            "Time to build one JSON image.", &m->image);
   put_gauge(&b, "kvd_image_bytes", "gauge", "Size of the newest JSON image.",

@@ -2,6 +2,7 @@
 #include "kv/router.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -195,37 +196,75 @@ int kv_route_head(kv_conn_t *c) {
 
 /* ---- answers ------------------------------------------------------------ */
 
+/* Section 1 of the contract: the revision an answer reflects, and the
+ * entity tag of what it is about, when it is about a value or the image.
+ * KV_NO_ETAG leaves the tag out (a DELETE, a missing key). */
+#define KV_NO_ETAG UINT64_MAX
+
+typedef struct {
+  char buf[80];
+} kv_revs_t;
+
+static const char *revs(kv_revs_t *h, uint64_t etag, uint64_t rev) {
+  int n = 0;
+
+  if (etag != KV_NO_ETAG)
+    n = snprintf(h->buf, sizeof h->buf, "ETag: \"%llu\"\r\n",
+                 (unsigned long long)etag);
+  snprintf(h->buf + n, sizeof h->buf - (size_t)n, "Kvd-Revision: %llu\r\n",
+           (unsigned long long)rev);
+  return h->buf;
+}
+
 static void answer_head(kv_conn_t *c, int status, const char *ctype,
-                        int64_t clen) {
-  kv_http_head(kv_conn_out(c), kv_conn_date(c), status, ctype, clen, NULL,
+                        int64_t clen, const char *extra) {
+  kv_http_head(kv_conn_out(c), kv_conn_date(c), status, ctype, clen, extra,
                kv_conn_last_answer(c));
   kv_conn_answered(c, status, clen > 0 ? (size_t)clen : 0);
 }
 
-static void answer_value(kv_conn_t *c, int status, kv_rec_t *rec) {
-  answer_head(c, status, KV_CT_TEXT, rec->vlen);
+static void answer_value(kv_conn_t *c, int status, kv_rec_t *rec,
+                         uint64_t rev) {
+  kv_revs_t h;
+
+  answer_head(c, status, KV_CT_TEXT, rec->vlen, revs(&h, rec->rev, rev));
   if (c->http.req.method != HTTP_HEAD)
     kv_out_append_rec(kv_conn_out(c), rec, kv_rec_value(rec), rec->vlen);
 }
 
-static void answer_error(kv_conn_t *c, int err) {
+static void answer_error_with(kv_conn_t *c, int err, const char *extra) {
   kv_req_t *r = &c->http.req;
 
-  kv_http_error(kv_conn_out(c), kv_conn_date(c), err, r->extra,
+  kv_http_error(kv_conn_out(c), kv_conn_date(c), err, extra,
                 kv_conn_last_answer(c), r->method == HTTP_HEAD);
   kv_metrics_error(&c->srv->metrics, err);
   kv_conn_answered(c, kv_err_status(err), strlen(kv_strerror(err)) + 1);
 }
 
+static void answer_error(kv_conn_t *c, int err) {
+  answer_error_with(c, err, c->http.req.extra);
+}
+
+/* 404 for a key: the answer is about the data, so it names the revision
+ * at which the key was missing. */
+static void answer_missing(kv_conn_t *c, uint64_t rev) {
+  kv_revs_t h;
+  answer_error_with(c, KV_ENOTFOUND, revs(&h, KV_NO_ETAG, rev));
+}
+
 static void answer_text(kv_conn_t *c, const char *ctype, const char *body,
                         size_t len) {
-  answer_head(c, 200, ctype, (int64_t)len);
+  answer_head(c, 200, ctype, (int64_t)len, NULL);
   if (c->http.req.method != HTTP_HEAD)
     kv_out_append(kv_conn_out(c), body, len);
 }
 
 static void answer_image(kv_conn_t *c, kv_image_t *img) {
-  answer_head(c, 200, KV_CT_JSON, (int64_t)kv_image_len(img));
+  kv_revs_t h;
+  uint64_t rev = kv_image_rev(img);
+
+  answer_head(c, 200, KV_CT_JSON, (int64_t)kv_image_len(img),
+              revs(&h, rev, rev));
   if (c->http.req.method != HTTP_HEAD)
     kv_out_append_image(kv_conn_out(c), img);
 }
@@ -237,7 +276,8 @@ static void answer_metrics(kv_conn_t *c) {
       .keys = kv_map_count(s->map),
       .bytes = kv_map_bytes(s->map),
       .conns = srv->nconns,
-      .seq = s->seq,
+      .commits = s->commits,
+      .rev = s->rev,
       .ready = srv->ready,
       .writes_failed = s->failed,
   };
@@ -255,14 +295,19 @@ static void answer_metrics(kv_conn_t *c) {
 static void on_written(kv_write_t *w, int status, int existed) {
   kv_conn_t *c = conn_of_write(w);
   kv_req_t *r = &c->http.req;
+  kv_revs_t h;
 
-  if (status != 0) answer_error(c, status);
-  else if (r->method == HTTP_PUT) answer_head(c, existed ? 204 : 201, NULL,
-                                              existed ? -1 : 0);
-  else if (r->method == HTTP_POST) answer_value(c, existed ? 200 : 201,
-                                                r->rec);
-  else if (existed) answer_head(c, 204, NULL, -1);
-  else answer_error(c, KV_ENOTFOUND);
+  if (status != 0)
+    answer_error(c, status);
+  else if (r->method == HTTP_PUT)
+    answer_head(c, existed ? 204 : 201, NULL, existed ? -1 : 0,
+                revs(&h, w->rev, w->rev));
+  else if (r->method == HTTP_POST)
+    answer_value(c, existed ? 200 : 201, r->rec, w->rev);
+  else if (existed)
+    answer_head(c, 204, NULL, -1, revs(&h, KV_NO_ETAG, w->rev));
+  else
+    answer_missing(c, c->srv->store->rev);
   kv_conn_resume(c);
 }
 
@@ -356,8 +401,8 @@ int kv_route_message(kv_conn_t *c) {
   case KV_ROUTE_KEY:
     if (r->method == HTTP_GET || r->method == HTTP_HEAD) {
       rec = kv_store_get(c->srv->store, r->key, r->klen);
-      if (rec) answer_value(c, 200, rec);
-      else answer_error(c, KV_ENOTFOUND);
+      if (rec) answer_value(c, 200, rec, c->srv->store->rev);
+      else answer_missing(c, c->srv->store->rev);
       return 0;
     }
     return handle_write(c, r);

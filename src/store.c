@@ -13,28 +13,32 @@
  * because LMDB's pages are only valid while its transaction is open. */
 static int store_load(kv_store_t *s) {
   kv_ckpt_snap_t *snap = NULL;
-  kv_slice_t k, v;
+  kv_item_t it;
+  uint64_t keys = 0;
   int rc;
 
-  uint64_t keys = 0;
-
-  if (kv_ckpt_stat(s->ckpt, &keys) == 0 && keys <= SIZE_MAX)
+  rc = kv_ckpt_stat(s->ckpt, &keys, &s->rev);
+  if (rc != 0) return rc;
+  if (keys <= SIZE_MAX)
     (void)kv_map_reserve(s->map, (size_t)keys); /* only an optimisation */
   rc = kv_ckpt_snap_open(s->ckpt, NULL, 0, &snap);
   if (rc != 0) goto out;
-  while ((rc = kv_ckpt_snap_next(snap, &k, &v)) == 1) {
+  while ((rc = kv_ckpt_snap_next(snap, &it)) == 1) {
     kv_rec_t *rec, *old;
     /* Every key and value was checked on the way in, so one that fails
      * now was damaged on disk: refuse to serve it rather than spread it. */
-    if (k.len == 0 || k.len > KV_KEY_MAX || v.len > UINT32_MAX ||
-        !kv_utf8_valid(k.ptr, k.len) || !kv_utf8_valid(v.ptr, v.len)) {
+    if (it.key.len == 0 || it.key.len > KV_KEY_MAX ||
+        it.val.len > UINT32_MAX || it.rev > s->rev ||
+        !kv_utf8_valid(it.key.ptr, it.key.len) ||
+        !kv_utf8_valid(it.val.ptr, it.val.len)) {
       rc = KV_ECORRUPT;
       goto out;
     }
-    rc = kv_rec_new(k.ptr, k.len, v.len, &rec);
+    rc = kv_rec_new(it.key.ptr, it.key.len, it.val.len, &rec);
     if (rc != 0) goto out;
-    memcpy(kv_rec_value_mut(rec), v.ptr, v.len);
-    rec->vlen = (uint32_t)v.len;
+    memcpy(kv_rec_value_mut(rec), it.val.ptr, it.val.len);
+    rec->vlen = (uint32_t)it.val.len;
+    rec->rev = it.rev;
     kv_map_put(s->map, rec, &old);
     kv_rec_unref(old);
   }
@@ -84,9 +88,10 @@ int kv_store_open(uv_loop_t *loop, const kv_config_t *cfg,
   uv_timer_init(loop, &s->image_timer);
   s->image_timer.data = s;
   kv__imager_init(s);
-  kv_log_info("loaded %zu keys (%llu bytes) from %s in %llu ms",
-              kv_map_count(s->map),
-              (unsigned long long)kv_map_bytes(s->map), dir,
+  kv_log_info("loaded %zu keys (%llu bytes) at revision %llu from %s in "
+              "%llu ms", kv_map_count(s->map),
+              (unsigned long long)kv_map_bytes(s->map),
+              (unsigned long long)s->rev, dir,
               (unsigned long long)((uv_hrtime() - t0) / 1000000));
   /* The image on disk may predate a crash; build a fresh one now so the
    * first GET / is served at once. */
@@ -145,6 +150,7 @@ void kv_store_free(kv_store_t *s) {
   kv_map_free(s->map);
   kv_ckpt_close(s->ckpt);
   free(s->ops);
+  free(s->seen);
   free(s->dir);
   free(s);
 }

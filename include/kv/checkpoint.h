@@ -2,8 +2,12 @@
  *
  * This is the only module that includes lmdb.h.  A kvd data directory holds
  * an LMDB environment (data.mdb, lock.mdb) with two named databases: "meta",
- * whose key "format" identifies the directory as kvd's, and "data", the keys
- * and values themselves, sorted by key bytes.
+ * whose key "format" identifies the directory as kvd's ("kvd-2") and whose
+ * key "rev" is the last revision the checkpoint holds (8 bytes,
+ * little-endian); and "data", the keys sorted by key bytes, each value
+ * behind a 16-byte header: its modification revision and its expiry time
+ * in Unix milliseconds (0: none), little-endian.  A "kvd-1" directory
+ * (values without a header) is migrated when opened for writing.
  *
  * Threads: kv_ckpt_commit may run on any one thread at a time (the group
  * commit worker).  Snapshots are read-only transactions opened with
@@ -66,6 +70,7 @@ typedef struct {
   int op; /* KV_OP_PUT or KV_OP_DEL */
   kv_slice_t key;
   kv_slice_t val; /* KV_OP_PUT only */
+  uint64_t rev;   /* the write's revision */
 } kv_ckpt_op_t;
 
 /* Frees the reader slots of dead processes first, then applies ops in
@@ -78,9 +83,9 @@ typedef struct {
  * KV_ESTORE. */
 int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n);
 
-/* Number of keys in "data", from a fresh read txn.  Returns 0, KV_EIO or
- * KV_ESTORE. */
-int kv_ckpt_stat(kv_ckpt_t *c, uint64_t *keys);
+/* Number of keys in "data" and the revision the checkpoint holds, from a
+ * fresh read txn.  Returns 0, KV_EIO, KV_ECORRUPT or KV_ESTORE. */
+int kv_ckpt_stat(kv_ckpt_t *c, uint64_t *keys, uint64_t *rev);
 
 typedef struct kv_ckpt_snap kv_ckpt_snap_t;
 
@@ -90,16 +95,20 @@ typedef struct kv_ckpt_snap kv_ckpt_snap_t;
 int kv_ckpt_snap_open(kv_ckpt_t *c, const char *prefix, size_t plen,
                       kv_ckpt_snap_t **out);
 
-/* Returns the next record in key order through key and val, which stay
+/* Returns the next record in key order through item, whose bytes stay
  * valid until the snapshot is closed.  Returns 1 for a record, 0 at the end
- * (or past the prefix), or a negative error. */
-int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_slice_t *key, kv_slice_t *val);
+ * (or past the prefix), or a negative error (KV_ECORRUPT for a value too
+ * short for its header). */
+int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_item_t *item);
+
+/* The revision the snapshot holds: every write up to it, none after. */
+int kv_ckpt_snap_rev(kv_ckpt_snap_t *s, uint64_t *rev);
 
 /* Positions the snapshot before its first record again. */
 void kv_ckpt_snap_rewind(kv_ckpt_snap_t *s);
 
 /* Adapter with the kv_image_next_fn signature. */
-int kv_ckpt_snap_next_cb(void *snap, kv_slice_t *key, kv_slice_t *val);
+int kv_ckpt_snap_next_cb(void *snap, kv_item_t *item);
 
 void kv_ckpt_snap_close(kv_ckpt_snap_t *s);
 

@@ -22,16 +22,16 @@
 
 #define KV_IMAGE_FILE "image.json"
 
-/* Yields the next key and value: returns 1 for a record, 0 at the end, or a
+/* Yields the next item: returns 1 for a record, 0 at the end, or a
  * negative error that aborts the encoding. */
-typedef int (*kv_image_next_fn)(void *it, kv_slice_t *key, kv_slice_t *val);
+typedef int (*kv_image_next_fn)(void *it, kv_item_t *item);
 
 /* Receives encoded bytes; returns 0, or a negative error to abort. */
 typedef int (*kv_image_write_fn)(void *ctx, const char *buf, size_t len);
 
 enum {
   KV_IMAGE_OBJECT = 0, /* {"k":"v",...} with a trailing newline */
-  KV_IMAGE_NDJSON = 1  /* {"key":"k","value":"v"} one per line */
+  KV_IMAGE_NDJSON = 1  /* {"key":"k","value":"v","rev":N} one per line */
 };
 
 /* Encodes every record from next into write.  Returns 0, the first error of
@@ -47,12 +47,12 @@ typedef struct kv_image kv_image_t;
  * cannot take the file.  Safe on a worker thread.  The result has one
  * reference.  Returns 0, KV_ENOSPACE, KV_EIO, KV_ENOMEM or an error of
  * next. */
-int kv_image_build(const char *dir, uint64_t seq, size_t size_hint,
+int kv_image_build(const char *dir, uint64_t rev, size_t size_hint,
                    kv_image_next_fn next, void *it, kv_image_t **out);
 
 const char *kv_image_data(const kv_image_t *img);
 size_t kv_image_len(const kv_image_t *img);
-uint64_t kv_image_seq(const kv_image_t *img); /* as passed to build */
+uint64_t kv_image_rev(const kv_image_t *img); /* as passed to build */
 
 /* References are not atomic: take and drop them on one thread. */
 kv_image_t *kv_image_ref(kv_image_t *img);

@@ -23,6 +23,7 @@
 typedef struct kv_rec kv_rec_t;
 struct kv_rec {
   kv_rec_t *next; /* hash chain; belongs to the map */
+  uint64_t rev;   /* modification revision, set when its write commits */
   uint32_t hash;  /* low 32 bits of the key's hash */
   uint32_t refs;
   uint32_t vlen;
@@ -78,6 +79,10 @@ int kv_map_put(kv_map_t *m, kv_rec_t *rec, kv_rec_t **old);
 kv_rec_t *kv_map_del(kv_map_t *m, const char *key, size_t klen);
 
 size_t kv_map_count(const kv_map_t *m);
+
+/* The map's seeded hash of key: for tables beside the map that must resist
+ * flooding as it does. */
+uint32_t kv_map_hash(const kv_map_t *m, const char *key, size_t klen);
 
 /* Sum of key and value bytes of every record in the map. */
 uint64_t kv_map_bytes(const kv_map_t *m);

@@ -24,7 +24,7 @@ enum { KV_M_GET, KV_M_HEAD, KV_M_PUT, KV_M_POST, KV_M_DELETE, KV_M_OTHER,
        KV_M_NMETHODS };
 
 #define KV_M_NSTATUS 20
-#define KV_M_NERRORS 32 /* error codes -1..-32 (include/kv/error.h) */
+#define KV_M_NERRORS 33 /* error codes -1..-33 (include/kv/error.h) */
 
 typedef struct {
   uint64_t requests[KV_M_NMETHODS][KV_M_NSTATUS];
@@ -47,7 +47,7 @@ void kv_metrics_request(kv_metrics_t *m, int method, int status,
 void kv_metrics_error(kv_metrics_t *m, int err);
 
 typedef struct {
-  uint64_t keys, bytes, conns, seq;
+  uint64_t keys, bytes, conns, commits, rev;
   int ready, writes_failed;
 } kv_metrics_gauges_t;
 

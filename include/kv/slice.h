@@ -3,12 +3,20 @@
 #define KV_SLICE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 typedef struct {
   const char *ptr;
   size_t len;
 } kv_slice_t;
+
+/* One stored key and value with its modification revision. */
+typedef struct {
+  kv_slice_t key;
+  kv_slice_t val;
+  uint64_t rev;
+} kv_item_t;
 
 /* Key-byte order, as LMDB sorts: bytes first, then the shorter key. */
 static inline int kv_slice_cmp(const char *a, size_t alen, const char *b,

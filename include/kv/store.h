@@ -37,6 +37,9 @@ struct kv_write {
   kv_rec_t *rec; /* PUT: the new record; the store takes this reference */
   kv_slice_t key; /* DEL: the key; must stay valid until done runs */
   kv_write_cb done;
+  /* Set by the store when the write's batch is formed: */
+  uint64_t rev;  /* its revision; 0 for a DELETE of a missing key */
+  int existed;   /* the key had a value, counting earlier writes */
 };
 
 typedef struct kv_image_wait kv_image_wait_t;
@@ -47,7 +50,7 @@ typedef void (*kv_image_cb)(kv_image_wait_t *w, int status, kv_image_t *img);
 
 struct kv_image_wait {
   kv_image_wait_t *next;
-  uint64_t need_seq; /* the image must reflect at least this commit */
+  uint64_t need_rev; /* the image must reflect at least this revision */
   kv_image_cb done;
 };
 
@@ -56,7 +59,8 @@ typedef struct kv_store {
   char *dir;
   kv_map_t *map;
   kv_ckpt_t *ckpt;
-  uint64_t seq;   /* batches applied to the map */
+  uint64_t rev;   /* the last revision applied to the map */
+  uint64_t commits; /* batches committed */
   kv_metrics_t *metrics; /* may be NULL */
   int failed;     /* an fsync failed: writes are refused until restart */
 
@@ -66,6 +70,8 @@ typedef struct kv_store {
   kv_write_t *fly;            /* the batch being committed */
   kv_ckpt_op_t *ops;
   size_t ops_cap, ops_n;
+  struct kv_seen *seen;       /* keys of the batch being formed */
+  size_t seen_cap;
   int commit_rc;
   int commit_pre;  /* error decided before the trip to the pool */
   int committing;
@@ -79,7 +85,7 @@ typedef struct kv_store {
   kv_ckpt_snap_t *snap;       /* snapshot of the build in progress */
   kv_rec_t **recs;            /* or, once storage failed, the map's records */
   size_t nrecs, rec_next;
-  uint64_t snap_seq;
+  uint64_t snap_rev;
   size_t snap_hint;
   kv_image_t *built;
   int build_rc;
@@ -91,7 +97,7 @@ typedef struct kv_store {
   uv_timer_t image_timer;     /* background refresh after writes */
   int timer_armed;
   int refresh;                /* a background build is due */
-  uint64_t failed_seq;        /* 1 + seq of a failed build, or 0 */
+  uint64_t failed_rev;        /* 1 + rev of a failed build, or 0 */
 
   /* shutdown */
   void (*drained)(struct kv_store *s); /* set by kv_store_drain */

@@ -34,11 +34,12 @@ typedef struct {
   size_t len, cap;
 } sink_t;
 
-static int next_pair(void *it, kv_slice_t *key, kv_slice_t *val) {
+static int next_pair(void *it, kv_item_t *item) {
   iter_t *t = it;
   if (t->i == t->n) return 0;
-  *key = t->p[t->i].k;
-  *val = t->p[t->i].v;
+  item->key = t->p[t->i].k;
+  item->val = t->p[t->i].v;
+  item->rev = t->i + 1;
   t->i++;
   return 1;
 }

@@ -771,7 +771,7 @@ def check_error_body(body):
 
 
 def expect(resp, status, body=None, *, ctype=TEXT, close=False, allow=None,
-           head=False, length=None, body201=False):
+           head=False, length=None, body201=False, etag=None, rev=None):
     """Asserts the exact response: status line, header names in order,
     header values, and body.
 
@@ -782,6 +782,9 @@ def expect(resp, status, body=None, *, ctype=TEXT, close=False, allow=None,
            nothing (for 2xx).
     body201: a 201 that carries a body (POST of a new key answers 201 with
            the stored value as text/plain), instead of Content-Length: 0.
+    etag, rev: the exact ETag ("N") and Kvd-Revision (N) an answer about
+           the data carries.  Left as None, each may be there or not, but
+           only in its place and well-formed.
     """
     ctx = resp.summary()
     assert resp.version == "HTTP/1.1", "bad version %s: %s" % (resp.version, ctx)
@@ -793,15 +796,26 @@ def expect(resp, status, body=None, *, ctype=TEXT, close=False, allow=None,
         names.append("Content-Length")
     elif status not in (204, 304) and status >= 200:
         names += ["Content-Type", "Content-Length"]
+    got = resp.names()
+    for name, want in (("ETag", etag), ("Kvd-Revision", rev)):
+        if want is not None or name in got:
+            names.append(name)
     if allow is not None:
         names.append("Allow")
-    got = resp.names()
     if close is None and "Connection" in got:
         close = True
     if close:
         names.append("Connection")
     assert got == names, "expected headers %r, got %r: %s" % (names, got, ctx)
     check_date(resp.get("Date"))
+    if "ETag" in names:
+        assert re.fullmatch(r'"(?:0|[1-9][0-9]*)"', resp.get("ETag")), "bad ETag: %s" % ctx
+        if etag is not None:
+            assert resp.get("ETag") == '"%d"' % etag, "expected ETag \"%d\": %s" % (etag, ctx)
+    if "Kvd-Revision" in names:
+        assert re.fullmatch(r"0|[1-9][0-9]*", resp.get("Kvd-Revision")), "bad Kvd-Revision: %s" % ctx
+        if rev is not None:
+            assert resp.get("Kvd-Revision") == str(rev), "expected Kvd-Revision %d: %s" % (rev, ctx)
     if "Content-Type" in names:
         assert resp.get("Content-Type") == ctype, \
             "expected Content-Type %r, got %r" % (ctype, resp.get("Content-Type"))

@@ -10,28 +10,29 @@ from harness import (ALLOW_KEY, ALLOW_ROOT, JSON, Kvd, build_request, case,
 
 # -- PUT / GET / HEAD / DELETE ----------------------------------------------
 
-@case("PUT of a new key answers 201 with Content-Length 0 and no Content-Type")
+@case("PUT of a new key answers 201 with Content-Length 0, its revision as ETag and Kvd-Revision, and no Content-Type")
 def put_new():
     k = Kvd()
     with k.conn() as c:
         r = c.request("PUT", "/greeting", b"hello")
-        expect(r, 201)
-        assert r.head_raw.count(b"\r\n") == 4, r.head_raw  # status, Date, CL, blank
+        expect(r, 201, etag=1, rev=1)
+        assert r.head_raw.count(b"\r\n") == 6, r.head_raw  # status, Date, CL, ETag, rev, blank
         assert r.head_raw.startswith(b"HTTP/1.1 201 Created\r\nDate: ")
-        assert r.head_raw.endswith(b"\r\nContent-Length: 0\r\n\r\n")
+        assert r.head_raw.endswith(b"\r\nContent-Length: 0\r\nETag: \"1\"\r\n"
+                                   b"Kvd-Revision: 1\r\n\r\n"), r.head_raw
         c.assert_alive()
 
 
-@case("PUT over an existing key answers 204 with neither Content-Type nor Content-Length")
+@case("PUT over an existing key answers 204 with neither Content-Type nor Content-Length, and the next revision")
 def put_replace():
     k = Kvd()
     with k.conn() as c:
-        expect(c.request("PUT", "/k", b"one"), 201)
+        expect(c.request("PUT", "/k", b"one"), 201, etag=1, rev=1)
         r = c.request("PUT", "/k", b"two")
-        expect(r, 204)
+        expect(r, 204, etag=2, rev=2)
         assert r.head_raw.startswith(b"HTTP/1.1 204 No Content\r\nDate: ")
-        assert r.head_raw.count(b"\r\n") == 3, r.head_raw
-        expect(c.request("GET", "/k"), 200, b"two")
+        assert r.head_raw.count(b"\r\n") == 5, r.head_raw
+        expect(c.request("GET", "/k"), 200, b"two", etag=2, rev=2)
 
 
 @case("GET returns the stored bytes exactly as text/plain with charset utf-8")
@@ -40,10 +41,11 @@ def get_value():
     with k.conn() as c:
         expect(c.request("PUT", "/k", b"hello world\n"), 201)
         r = c.request("GET", "/k")
-        expect(r, 200, b"hello world\n")
+        expect(r, 200, b"hello world\n", etag=1, rev=1)
         assert r.head_raw.startswith(b"HTTP/1.1 200 OK\r\nDate: ")
         assert r.head_raw.endswith(b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                                   b"Content-Length: 12\r\n\r\n"), r.head_raw
+                                   b"Content-Length: 12\r\nETag: \"1\"\r\n"
+                                   b"Kvd-Revision: 1\r\n\r\n"), r.head_raw
 
 
 @case("GET of a missing key answers 404 key not found and keeps the connection open")
@@ -174,12 +176,13 @@ def post_headers():
     with k.conn() as c:
         r = c.request("POST", "/k", b"abc")
         # 201 for a POST has the value as its body, so it has a Content-Type.
-        expect(r, 201, b"abc", body201=True)
+        expect(r, 201, b"abc", body201=True, etag=1, rev=1)
         assert r.head_raw.startswith(b"HTTP/1.1 201 Created\r\nDate: ")
         assert r.head_raw.endswith(b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                                   b"Content-Length: 3\r\n\r\n"), r.head_raw
+                                   b"Content-Length: 3\r\nETag: \"1\"\r\n"
+                                   b"Kvd-Revision: 1\r\n\r\n"), r.head_raw
         r = c.request("POST", "/k", b"defg")
-        expect(r, 200, b"defg")
+        expect(r, 200, b"defg", etag=2, rev=2)
         assert r.head_raw.startswith(b"HTTP/1.1 200 OK\r\nDate: ")
         r = c.request("POST", "/e", b"")
         expect(r, 201, b"", body201=True)

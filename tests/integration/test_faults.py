@@ -985,8 +985,7 @@ def truncated_lmdb():
 
 @case("ENOSPC from fdatasync at commit is a failed flush: 500 then 503 to every write, never 507")
 def enospc_fdatasync():
-    if not strace_ok():
-        return
+    need_strace()
     # NFS and thin-provisioned volumes report a full disk at fsync, after
     # the pages were accepted: whether they reached the disk is unknown.
     hit, error = io_error_scenario("fdatasync:error=ENOSPC:when=3")
@@ -996,13 +995,12 @@ def enospc_fdatasync():
 
 @case("EIO at commit while the disk is full is a failed flush: 500 then 503, not 507", timeout=120)
 def eio_on_full_disk():
-    if not strace_ok():
-        return
+    need_strace()
     if not ROOT:
-        return skip("needs root to mount a tmpfs")
+        skip("needs root to mount a tmpfs")
     fs = Tmpfs(4 << 20)
     if not fs.ok:
-        return skip("cannot mount a tmpfs: " + fs.why)
+        skip("cannot mount a tmpfs: " + fs.why)
     k = None
     try:
         data = os.path.join(fs.dir, "data")
@@ -1074,7 +1072,7 @@ def blocked_kvdump(data, *args):
 @case("with LMDB's reader table full GET / answers 200 from memory, the connection goes on and SIGTERM exits 0", timeout=120)
 def readers_full():
     if not have("mdb_stat", "lmdb-utils"):
-        return skip("mdb_stat (lmdb-utils) is not installed")
+        skip("mdb_stat (lmdb-utils) is not installed")
     k = Kvd("--max-readers", "4")
     big_store(k, n=400, size=500)  # 200 KB: more than a pipe holds
     dumps = []
@@ -1110,7 +1108,7 @@ def readers_full():
 @case("kvdump stopped by SIGTERM, SIGINT, SIGHUP or a closed pipe while blocked ends its read transaction and frees its reader slot", timeout=120)
 def kvdump_signals():
     if not have("mdb_stat", "lmdb-utils"):
-        return skip("mdb_stat (lmdb-utils) is not installed")
+        skip("mdb_stat (lmdb-utils) is not installed")
     k = Kvd()
     big_store(k, n=400, size=500)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
@@ -1155,8 +1153,7 @@ def synced_after(text, start, path):
 
 @case("kvd fsyncs the directories whose entries it creates: a new data directory, data.mdb and image.json")
 def directory_fsync():
-    if not strace_ok():
-        return
+    need_strace()
     root = mkdtemp()
     data = os.path.join(root, "new")
     k = DirTracedKvd(None, data=data)

@@ -115,20 +115,24 @@ def prefix():
     assert json.loads(ok(kvdump("--prefix", "b\u00ea", k.data))) == {"b\u00eata": DATA["b\u00eata"]}
 
 
-@case("kvdump ndjson prints one key and value object per line in key order")
+@case("kvdump ndjson prints one key, value and modification revision object per line in key order")
 def ndjson():
     k = filled()
     out = ok(kvdump("--ndjson", k.data))
     lines = out.split(b"\n")
     assert lines[-1] == b"", out
     recs = [json.loads(line) for line in lines[:-1]]
-    assert recs == [{"key": key, "value": DATA[key]}
+    # filled() PUTs DATA's keys in order: the i-th gets revision i + 1.
+    revs = {key: i + 1 for i, key in enumerate(DATA)}
+    assert recs == [{"key": key, "value": DATA[key], "rev": revs[key]}
                     for key in sorted(DATA, key=lambda s: s.encode())], recs
     for line in lines[:-1]:
-        assert line.startswith(b'{"key":"') and b'","value":"' in line and line.endswith(b'"}')
-    assert b'{"key":"alpha","value":"1"}\n' in out
+        assert line.startswith(b'{"key":"') and b'","value":"' in line and b'","rev":' in line \
+            and line.endswith(b'}')
+    assert b'{"key":"alpha","value":"1","rev":%d}\n' % revs["alpha"] in out
     out = ok(kvdump("--ndjson", "--prefix", "user/", k.data))
-    assert out == b'{"key":"user/1","value":"ann"}\n{"key":"user/2","value":"bob"}\n', out
+    assert out == b'{"key":"user/1","value":"ann","rev":%d}\n{"key":"user/2","value":"bob","rev":%d}\n' % (
+        revs["user/1"], revs["user/2"]), out
     k2 = Kvd()
     assert ok(kvdump("--ndjson", k2.data)) == b""
 

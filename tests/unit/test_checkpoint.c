@@ -113,7 +113,7 @@ static kv_ckpt_t *open_ok(const char *d, int flags) {
 }
 
 static void put(kv_ckpt_t *c, const char *k, const char *v) {
-  kv_ckpt_op_t op = {KV_OP_PUT, {k, strlen(k)}, {v, strlen(v)}};
+  kv_ckpt_op_t op = {KV_OP_PUT, {k, strlen(k)}, {v, strlen(v)}, 1};
   CHECK_INT(kv_ckpt_commit(c, &op, 1), 0);
 }
 
@@ -121,19 +121,20 @@ static void put(kv_ckpt_t *c, const char *k, const char *v) {
 static void expect(kv_ckpt_t *c, const char *prefix, const rec_t *want,
                    size_t n) {
   kv_ckpt_snap_t *s;
-  kv_slice_t k, v;
+  kv_item_t it;
   size_t i = 0;
   int r;
   CHECK_INT(kv_ckpt_snap_open(c, prefix, strlen(prefix), &s), 0);
-  while ((r = kv_ckpt_snap_next(s, &k, &v)) == 1) {
-    if (i >= n) KV__FAIL("unexpected extra key %.*s", (int)k.len, k.ptr);
-    CHECK_MEM(k.ptr, k.len, want[i].k, want[i].kl);
-    CHECK_MEM(v.ptr, v.len, want[i].v, want[i].vl);
+  while ((r = kv_ckpt_snap_next(s, &it)) == 1) {
+    if (i >= n)
+      KV__FAIL("unexpected extra key %.*s", (int)it.key.len, it.key.ptr);
+    CHECK_MEM(it.key.ptr, it.key.len, want[i].k, want[i].kl);
+    CHECK_MEM(it.val.ptr, it.val.len, want[i].v, want[i].vl);
     i++;
   }
   CHECK_INT(r, 0);
   CHECK_INT(i, n);
-  CHECK_INT(kv_ckpt_snap_next(s, &k, &v), 0); /* stays at the end */
+  CHECK_INT(kv_ckpt_snap_next(s, &it), 0); /* stays at the end */
   kv_ckpt_snap_close(s);
 }
 
@@ -149,7 +150,7 @@ static void expect_marker(const char *d) {
   CHECK_INT(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
   CHECK_INT(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
   CHECK_INT(mdb_get(txn, dbi, &k, &v), 0);
-  CHECK_MEM(v.mv_data, v.mv_size, "kvd-1", 5);
+  CHECK_MEM(v.mv_data, v.mv_size, "kvd-2", 5);
   CHECK_INT(mdb_dbi_open(txn, "data", 0, &dbi), 0);
   mdb_txn_abort(txn);
   mdb_env_close(env);
@@ -184,16 +185,17 @@ static void expect_refused(const char *d, int code, const char *msg) {
   CHECK_STR(err, msg);
 }
 
-KV_TEST(fresh_dir_is_initialised, "a missing directory is created 0700 and marked kvd-1") {
+KV_TEST(fresh_dir_is_initialised, "a missing directory is created 0700 and marked kvd-2 at revision 0") {
   char *base = tmpdir(), *d = path_in(base, "data"), ls[256];
   struct stat st;
   kv_ckpt_t *c = open_ok(d, 0);
-  uint64_t n = 99;
+  uint64_t n = 99, rev = 99;
   CHECK_INT(stat(d, &st), 0);
   CHECK_INT(st.st_mode & 0777, 0700);
   CHECK_STR(listdir(d, ls, sizeof ls), "data.mdb,lock.mdb");
-  CHECK_INT(kv_ckpt_stat(c, &n), 0);
+  CHECK_INT(kv_ckpt_stat(c, &n, &rev), 0);
   CHECK_INT(n, 0);
+  CHECK_INT(rev, 0);
   expect(c, "", NULL, 0);
   kv_ckpt_close(c);
   expect_marker(d);
@@ -228,20 +230,20 @@ KV_TEST(reopen_keeps_data, "data committed before a close is all there after reo
   char *d = tmpdir();
   kv_ckpt_t *c = open_ok(d, 0);
   static const rec_t want[] = {R("k1", "v1"), R("k2", "v2")};
-  uint64_t n = 0;
+  uint64_t n = 0, rev = 0;
   put(c, "k2", "v2");
   put(c, "k1", "v1");
   kv_ckpt_close(c);
   c = open_ok(d, 0);
   expect(c, "", want, 2);
-  CHECK_INT(kv_ckpt_stat(c, &n), 0);
+  CHECK_INT(kv_ckpt_stat(c, &n, &rev), 0);
   CHECK_INT(n, 2);
   kv_ckpt_close(c);
   rmtree(d);
   free(d);
 }
 
-KV_TEST(foreign_env_is_refused, "an LMDB env without the kvd-1 marker is refused with KV_ENOTKVD") {
+KV_TEST(foreign_env_is_refused, "an LMDB env without a kvd-1 or kvd-2 marker is refused with KV_ENOTKVD") {
   char *d = tmpdir();
   raw_env(d, NULL, "hello", "world"); /* data in the main DB, no "meta" */
   expect_refused(d, KV_ENOTKVD,
@@ -260,7 +262,7 @@ KV_TEST(foreign_env_is_refused, "an LMDB env without the kvd-1 marker is refused
   CHECK_INT(mkdir(d, 0700), 0);
   raw_env(d, "meta", "format", "kvd-9");
   expect_refused(d, KV_ENOTKVD, "unsupported kvd format (this build reads "
-                 "kvd-1)");
+                 "kvd-1 and kvd-2)");
   rmtree(d);
   free(d);
 }
@@ -317,24 +319,24 @@ KV_TEST(batch_applies_in_order, "a batch applies its ops in order and a snapshot
   char *d = tmpdir();
   kv_ckpt_t *c = open_ok(d, 0);
   kv_ckpt_op_t ops[] = {
-      {KV_OP_PUT, {"a", 1}, {"first", 5}},
-      {KV_OP_PUT, {"b", 1}, {"bee", 3}},
-      {KV_OP_PUT, {"a", 1}, {"second", 6}},
-      {KV_OP_DEL, {"b", 1}, {NULL, 0}},
-      {KV_OP_DEL, {"missing", 7}, {NULL, 0}},
-      {KV_OP_PUT, {"c\xc3\xa9", 3}, {"x\ny", 3}},
-      {KV_OP_PUT, {"B", 1}, {"upper", 5}},
-      {KV_OP_PUT, {"ab", 2}, {"longer", 6}},
-      {KV_OP_DEL, {"B", 1}, {NULL, 0}},
-      {KV_OP_PUT, {"B", 1}, {"again", 5}},
+      {KV_OP_PUT, {"a", 1}, {"first", 5}, 2},
+      {KV_OP_PUT, {"b", 1}, {"bee", 3}, 3},
+      {KV_OP_PUT, {"a", 1}, {"second", 6}, 4},
+      {KV_OP_DEL, {"b", 1}, {NULL, 0}, 5},
+      {KV_OP_DEL, {"missing", 7}, {NULL, 0}, 6},
+      {KV_OP_PUT, {"c\xc3\xa9", 3}, {"x\ny", 3}, 7},
+      {KV_OP_PUT, {"B", 1}, {"upper", 5}, 8},
+      {KV_OP_PUT, {"ab", 2}, {"longer", 6}, 9},
+      {KV_OP_DEL, {"B", 1}, {NULL, 0}, 10},
+      {KV_OP_PUT, {"B", 1}, {"again", 5}, 11},
   };
   static const rec_t want[] = {R("B", "again"), R("a", "second"),
                                R("ab", "longer"), R("c\xc3\xa9", "x\ny")};
-  uint64_t n = 0;
+  uint64_t n = 0, rev = 0;
   CHECK_INT(kv_ckpt_commit(c, ops, sizeof ops / sizeof ops[0]), 0);
   CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
   expect(c, "", want, 4);
-  CHECK_INT(kv_ckpt_stat(c, &n), 0);
+  CHECK_INT(kv_ckpt_stat(c, &n, &rev), 0);
   CHECK_INT(n, 4);
   kv_ckpt_close(c);
   rmtree(d);
@@ -346,9 +348,9 @@ KV_TEST(failed_batch_applies_nothing, "a batch with an oversized key fails and n
   kv_ckpt_t *c = open_ok(d, 0);
   static char big[512];
   kv_ckpt_op_t ops[] = {
-      {KV_OP_PUT, {"x", 1}, {"1", 1}},
-      {KV_OP_DEL, {"keep", 4}, {NULL, 0}},
-      {KV_OP_PUT, {big, sizeof big}, {"2", 1}},
+      {KV_OP_PUT, {"x", 1}, {"1", 1}, 12},
+      {KV_OP_DEL, {"keep", 4}, {NULL, 0}, 13},
+      {KV_OP_PUT, {big, sizeof big}, {"2", 1}, 14},
   };
   static const rec_t want[] = {R("keep", "me")};
   memset(big, 'k', sizeof big);
@@ -390,25 +392,25 @@ KV_TEST(snapshot_is_consistent, "a snapshot ignores later commits and its slices
   char *d = tmpdir();
   kv_ckpt_t *c = open_ok(d, 0);
   kv_ckpt_snap_t *s;
-  kv_slice_t k1, v1, k2, v2;
+  kv_item_t i1, i2;
   char val[3000];
   memset(val, 'v', sizeof val - 1);
   val[sizeof val - 1] = '\0';
   put(c, "a", val); /* big enough for an overflow page */
   put(c, "b", "2");
   CHECK_INT(kv_ckpt_snap_open(c, NULL, 0, &s), 0);
-  CHECK_INT(kv_ckpt_snap_next_cb(s, &k1, &v1), 1);
+  CHECK_INT(kv_ckpt_snap_next_cb(s, &i1), 1);
   for (int i = 0; i < 50; i++) { /* churn pages a writer would reuse */
     val[0] = (char)('a' + i % 26);
     put(c, "a", val);
     put(c, "c", val);
   }
-  CHECK_INT(kv_ckpt_snap_next_cb(s, &k2, &v2), 1);
-  CHECK_MEM(k2.ptr, k2.len, "b", 1);
-  CHECK_INT(kv_ckpt_snap_next_cb(s, &k2, &v2), 0); /* no "c" */
-  CHECK_MEM(k1.ptr, k1.len, "a", 1);
-  CHECK_INT(v1.len, sizeof val - 1);
-  CHECK(v1.ptr[0] == 'v' && v1.ptr[v1.len - 1] == 'v');
+  CHECK_INT(kv_ckpt_snap_next_cb(s, &i2), 1);
+  CHECK_MEM(i2.key.ptr, i2.key.len, "b", 1);
+  CHECK_INT(kv_ckpt_snap_next_cb(s, &i2), 0); /* no "c" */
+  CHECK_MEM(i1.key.ptr, i1.key.len, "a", 1);
+  CHECK_INT(i1.val.len, sizeof val - 1);
+  CHECK(i1.val.ptr[0] == 'v' && i1.val.ptr[i1.val.len - 1] == 'v');
   kv_ckpt_snap_close(s);
   kv_ckpt_close(c);
   rmtree(d);
@@ -419,10 +421,10 @@ KV_TEST(empty_and_nul_values, "empty values and values with NUL bytes round-trip
   char *d = tmpdir();
   kv_ckpt_t *c = open_ok(d, 0);
   kv_ckpt_op_t ops[] = {
-      {KV_OP_PUT, {"e", 1}, {NULL, 0}},
-      {KV_OP_PUT, {"f", 1}, {"", 0}},
-      {KV_OP_PUT, {"n", 1}, {"\0a\0\0b\0", 6}},
-      {KV_OP_PUT, {"k\0z", 3}, {"\0", 1}},
+      {KV_OP_PUT, {"e", 1}, {NULL, 0}, 15},
+      {KV_OP_PUT, {"f", 1}, {"", 0}, 16},
+      {KV_OP_PUT, {"n", 1}, {"\0a\0\0b\0", 6}, 17},
+      {KV_OP_PUT, {"k\0z", 3}, {"\0", 1}, 18},
   };
   static const rec_t want[] = {R("e", ""), R("f", ""), R("k\0z", "\0"),
                                R("n", "\0a\0\0b\0")};
@@ -440,7 +442,7 @@ KV_TEST(readonly_without_lock_creates_nothing, "a read-only open of a dir withou
   char *d = tmpdir(), before[256], after[256];
   kv_ckpt_t *c = open_ok(d, 0);
   static const rec_t want[] = {R("k", "v")};
-  kv_ckpt_op_t del = {KV_OP_DEL, {"k", 1}, {NULL, 0}};
+  kv_ckpt_op_t del = {KV_OP_DEL, {"k", 1}, {NULL, 0}, 19};
   struct stat st1, st2;
   put(c, "k", "v");
   kv_ckpt_close(c);
@@ -552,7 +554,7 @@ KV_TEST(full_disk_is_enospace, "a commit that overflows the disk fails with KV_E
   kv_ckpt_t *c;
   static char val[64 * 1024];
   static const rec_t want[] = {R("keep", "me")};
-  uint64_t n = 0;
+  uint64_t n = 0, rev = 0;
   int rc = 0, i;
   int err = 0;
   if (!mount_small_tmpfs(base, &err)) {
@@ -565,13 +567,13 @@ KV_TEST(full_disk_is_enospace, "a commit that overflows the disk fails with KV_E
   memset(val, 'v', sizeof val);
   for (i = 0; i < 64 && rc == 0; i++) {
     char key[16];
-    kv_ckpt_op_t op = {KV_OP_PUT, {key, 0}, {val, sizeof val}};
+    kv_ckpt_op_t op = {KV_OP_PUT, {key, 0}, {val, sizeof val}, 20};
     op.key.len = (size_t)snprintf(key, sizeof key, "big%02d", i);
     rc = kv_ckpt_commit(c, &op, 1);
   }
   CHECK_INT(rc, KV_ENOSPACE);
   CHECK(i > 1);
-  CHECK_INT(kv_ckpt_stat(c, &n), 0);
+  CHECK_INT(kv_ckpt_stat(c, &n, &rev), 0);
   CHECK_INT(n, (uint64_t)i); /* keep + every big value but the last */
   kv_ckpt_close(c);
   c = open_ok(d, 0);

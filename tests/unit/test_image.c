@@ -32,14 +32,16 @@ typedef struct {
   int err;
 } iter_t;
 
-static int iter_next(void *it, kv_slice_t *key, kv_slice_t *val) {
+/* Yields recs in order; the i-th has revision 10 * (i + 1). */
+static int iter_next(void *it, kv_item_t *item) {
   iter_t *t = it;
   if (t->i == t->fail_at) return t->err;
   if (t->i >= t->n) return 0;
-  key->ptr = t->recs[t->i].k;
-  key->len = t->recs[t->i].kl;
-  val->ptr = t->recs[t->i].v;
-  val->len = t->recs[t->i].vl;
+  item->key.ptr = t->recs[t->i].k;
+  item->key.len = t->recs[t->i].kl;
+  item->val.ptr = t->recs[t->i].v;
+  item->val.len = t->recs[t->i].vl;
+  item->rev = 10 * (t->i + 1);
   t->i++;
   return 1;
 }
@@ -211,12 +213,13 @@ KV_TEST(encode_empty, "an empty map encodes as {} and a newline and as no NDJSON
   free(b.p);
 }
 
-KV_TEST(ndjson_exact_bytes, "NDJSON writes one key and value object per line") {
+KV_TEST(ndjson_exact_bytes, "NDJSON writes one key, value and revision object per line") {
   static const rec_t r[] = {R("a", ""), R("b\"", "x\0/y"),
                             R("c\xc3\xa9", "\n")};
-  static const char want[] = "{\"key\":\"a\",\"value\":\"\"}\n"
-                             "{\"key\":\"b\\\"\",\"value\":\"x\\u0000/y\"}\n"
-                             "{\"key\":\"c\xc3\xa9\",\"value\":\"\\n\"}\n";
+  static const char want[] =
+      "{\"key\":\"a\",\"value\":\"\",\"rev\":10}\n"
+      "{\"key\":\"b\\\"\",\"value\":\"x\\u0000/y\",\"rev\":20}\n"
+      "{\"key\":\"c\xc3\xa9\",\"value\":\"\\n\",\"rev\":30}\n";
   buf_t b = encode(KV_IMAGE_NDJSON, r, 3);
   CHECK_MEM(b.p, b.len, want, sizeof want - 1);
   free(b.p);
@@ -292,7 +295,7 @@ KV_TEST(build_writes_image_file, "build writes DIR/image.json with exactly the e
   img = build(d, 42, 0, mixed, NMIXED);
   CHECK_MEM(kv_image_data(img), kv_image_len(img), mixed_json,
             sizeof mixed_json - 1);
-  CHECK_INT(kv_image_seq(img), 42);
+  CHECK_INT(kv_image_rev(img), 42);
   file = slurp(path_in(d, KV_IMAGE_FILE), &len);
   CHECK_MEM(file, len, mixed_json, sizeof mixed_json - 1);
   CHECK_INT(stat(path_in(d, KV_IMAGE_FILE), &st), 0);

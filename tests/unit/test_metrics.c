@@ -38,21 +38,21 @@ static int count_lines(const char *text, const char *line) {
   return c;
 }
 
-KV_TEST(last_error_counted, "the last error code, KV_ECODING, is counted and rendered") {
+KV_TEST(last_error_counted, "the last error code, KV_EREADERS, is counted and rendered") {
   kv_metrics_t m;
   kv_metrics_gauges_t g = {0};
   char *text;
   kv_metrics_init(&m);
-  kv_metrics_error(&m, KV_ECODING);
-  kv_metrics_error(&m, KV_ECODING);
+  kv_metrics_error(&m, KV_EREADERS);
+  kv_metrics_error(&m, KV_EREADERS);
   CHECK_INT(m.errors[KV_M_NERRORS - 1], 2);
   text = render(&m, &g);
-  CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"coding\"} 2"), 1);
+  CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"readers\"} 2"), 1);
   CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"nomem\"} 0"), 0);
   free(text);
 }
 
-KV_TEST(every_error_counted, "every error code from -1 to -32 is counted once under its own kind") {
+KV_TEST(every_error_counted, "every error code from -1 to -33 is counted once under its own kind") {
   kv_metrics_t m;
   kv_metrics_gauges_t g = {0};
   char *text, line[96];
@@ -162,6 +162,9 @@ static const char fixture_text[] =
     "# HELP kvd_commits_total Group commits applied to the map.\n"
     "# TYPE kvd_commits_total counter\n"
     "kvd_commits_total 7\n"
+    "# HELP kvd_revision The store's revision: the last write applied.\n"
+    "# TYPE kvd_revision gauge\n"
+    "kvd_revision 9\n"
     "# HELP kvd_image_build_duration_seconds Time to build one JSON image.\n"
     "# TYPE kvd_image_build_duration_seconds histogram\n"
     "kvd_image_build_duration_seconds_bucket{le=\"0.01\"} 0\n"
@@ -199,8 +202,8 @@ static const char fixture_text[] =
 
 KV_TEST(render_exact, "a small fixture renders to exactly the expected exposition text") {
   kv_metrics_t m;
-  kv_metrics_gauges_t g = {.keys = 2, .bytes = 10, .conns = 1, .image_seq = 3,
-                           .seq = 7, .ready = 1, .writes_failed = 0};
+  kv_metrics_gauges_t g = {.keys = 2, .bytes = 10, .conns = 1, .commits = 7,
+                           .rev = 9, .ready = 1, .writes_failed = 0};
   char *text;
   kv_metrics_init(&m);
   kv_metrics_request(&m, HTTP_GET, 200, 0.00005);  /* le 0.0001 */
