@@ -341,7 +341,7 @@ int kv_req_body(kv_req_t *r, const char *p, size_t len) {
   return 0;
 }
 
-static llhttp_cb hook_begin, hook_head, hook_message;
+static llhttp_cb hook_begin, hook_head;
 
 static int on_message_begin(llhttp_t *p) {
   kv_http_t *h = kv_http_of(p);
@@ -353,7 +353,6 @@ static int on_message_begin(llhttp_t *p) {
 static int on_headers_complete(llhttp_t *p) {
   kv_http_t *h = kv_http_of(p);
   h->req.in_head = 0;
-  h->req.in_body = 1;
   h->req.method = (uint8_t)p->method;
   h->req.has_method = 1;
   h->req.http_major = p->http_major;
@@ -361,18 +360,11 @@ static int on_headers_complete(llhttp_t *p) {
   return hook_head(p);
 }
 
-static int on_message_complete(llhttp_t *p) {
-  kv_http_t *h = kv_http_of(p);
-  h->req.in_body = 0;
-  return hook_message(p);
-}
-
 void kv_http_settings(llhttp_settings_t *s, llhttp_cb on_begin,
                       llhttp_cb on_head, llhttp_cb on_message) {
   llhttp_settings_init(s);
   hook_begin = on_begin;
   hook_head = on_head;
-  hook_message = on_message;
   s->on_message_begin = on_message_begin;
   s->on_url = on_url;
   s->on_header_field = on_header_field;
@@ -380,7 +372,7 @@ void kv_http_settings(llhttp_settings_t *s, llhttp_cb on_begin,
   s->on_header_value = on_header_value;
   s->on_headers_complete = on_headers_complete;
   s->on_body = on_body;
-  s->on_message_complete = on_message_complete;
+  s->on_message_complete = on_message;
 }
 
 llhttp_errno_t kv_http_execute(kv_http_t *h, const char *data, size_t len) {

@@ -80,8 +80,7 @@ void kv_http_date(char *buf, time_t t);
 
 /* ---- request assembly --------------------------------------------------- */
 
-enum { KV_HDR_OTHER = 0, KV_HDR_CTYPE, KV_HDR_EXPECT, KV_HDR_HOST,
-       KV_HDR_AUTH, KV_HDR_TE };
+enum { KV_HDR_OTHER = 0, KV_HDR_CTYPE, KV_HDR_EXPECT, KV_HDR_AUTH, KV_HDR_TE };
 
 #define KV_AUTH_HDR_MAX 1100 /* "Bearer " and the longest token */
 
@@ -101,7 +100,6 @@ typedef struct kv_req {
   uint8_t http_major, http_minor;
   uint8_t cur_hdr;
   unsigned in_head : 1;   /* message begun, head not complete */
-  unsigned in_body : 1;   /* head complete, message not */
   unsigned is_form : 1;
   unsigned expect_continue : 1;
   unsigned hname_long : 1;
