@@ -215,7 +215,7 @@ static void write_slice(kv_conn_t *c);
 
 /* Advances the buffer being written past n bytes. */
 static void advance(kv_out_t *o, size_t n) {
-  while (n > 0 && o->iov_i < o->nseg) {
+  while (n > 0 && o->iov_i < o->niov) {
     uv_buf_t *b = &o->iov[o->iov_i];
     if (n < b->len) {
       b->base += n;
@@ -238,7 +238,7 @@ static void on_write(uv_write_t *req, int status) {
     return;
   }
   advance(o, c->slice_len);
-  if (o->iov_i < o->nseg) {
+  if (o->iov_i < o->niov) {
     write_slice(c); /* more of this buffer */
     return;
   }
@@ -262,7 +262,7 @@ static void write_slice(kv_conn_t *c) {
   kv_out_t *o = &c->out[c->cur ^ 1];
   size_t k = 0, total = 0;
 
-  while (o->iov_i + k < o->nseg && k < KV_SLICE_BUFS &&
+  while (o->iov_i + k < o->niov && k < KV_SLICE_BUFS &&
          total < KV_WRITE_SLICE) {
     uv_buf_t b = o->iov[o->iov_i + k];
     if (b.len > KV_WRITE_SLICE - total) b.len = KV_WRITE_SLICE - total;

@@ -76,14 +76,24 @@ int kv_out_append_image(kv_out_t *o, kv_image_t *img) {
 }
 
 size_t kv_out_iov(kv_out_t *o) {
-  if (grow((void **)&o->iov, &o->iovcap, o->nseg, sizeof(*o->iov), 8) != 0)
+  size_t n = 0;
+
+  for (size_t i = 0; i < o->nseg; i++)
+    n += (o->segs[i].len + KV_OUT_IOV_MAX - 1) / KV_OUT_IOV_MAX;
+  o->niov = 0;
+  if (grow((void **)&o->iov, &o->iovcap, n, sizeof(*o->iov), 8) != 0)
     return 0;
   for (size_t i = 0; i < o->nseg; i++) {
     const kv_out_seg_t *sg = &o->segs[i];
     char *base = sg->ptr ? (char *)sg->ptr : o->arena + sg->off;
-    o->iov[i] = uv_buf_init(base, (unsigned)sg->len);
+    for (size_t left = sg->len; left > 0;) {
+      size_t k = left < KV_OUT_IOV_MAX ? left : KV_OUT_IOV_MAX;
+      o->iov[o->niov++] = uv_buf_init(base, (unsigned)k);
+      base += k;
+      left -= k;
+    }
   }
-  return o->nseg;
+  return o->niov;
 }
 
 void kv_out_reset(kv_out_t *o) {
@@ -95,6 +105,7 @@ void kv_out_reset(kv_out_t *o) {
   }
   o->nref = 0;
   o->nseg = 0;
+  o->niov = 0;
   o->iov_i = 0;
   o->alen = 0;
   o->bytes = 0;

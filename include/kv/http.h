@@ -42,7 +42,7 @@ typedef struct {
   kv_out_ref_t *refs;
   size_t nref, refcap;
   uv_buf_t *iov;
-  size_t iovcap;
+  size_t niov, iovcap;
   size_t iov_i; /* the first buffer not yet fully written */
   size_t bytes; /* everything queued */
 } kv_out_t;
@@ -51,13 +51,18 @@ typedef struct {
  * cheaper than an extra iovec and a reference. */
 #define KV_OUT_COPY_MAX 1024
 
+/* The largest iovec kv_out_iov makes: uv_buf_init takes an unsigned
+ * length, so a longer segment (an image of 4 GiB or more) is split. */
+#define KV_OUT_IOV_MAX ((size_t)1 << 30)
+
 int kv_out_append(kv_out_t *o, const void *data, size_t len);
 /* Queues len bytes at ptr, kept alive by a reference on rec. */
 int kv_out_append_rec(kv_out_t *o, kv_rec_t *rec, const char *ptr,
                       size_t len);
 /* Queues the whole image, kept alive by a reference. */
 int kv_out_append_image(kv_out_t *o, kv_image_t *img);
-/* Fills o->iov and returns how many buffers there are. */
+/* Fills o->iov (segments over KV_OUT_IOV_MAX take several buffers) and
+ * returns how many buffers there are (o->niov), or 0 without memory. */
 size_t kv_out_iov(kv_out_t *o);
 /* Drops the queued bytes and their references. */
 void kv_out_reset(kv_out_t *o);
