@@ -111,6 +111,16 @@ static int unknown_method_token(const char *data, size_t len,
   return p > b && p - b <= 32 && e - p >= 2 && p[0] == ' ' && p[1] == '/';
 }
 
+static int is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+
+/* Whether the version is DIGIT "." DIGIT, and not 1.0 or 1.1. */
+static int version_unsupported(const kv_req_t *r) {
+  const char *v = r->version;
+
+  return r->version_len == 3 && is_digit(v[0]) && v[1] == '.' &&
+         is_digit(v[2]) && !(v[0] == '1' && v[2] <= '1');
+}
+
 static int parse_error(kv_conn_t *c, llhttp_errno_t e, const char *data,
                        size_t len) {
   const llhttp_t *p = &c->http.parser;
@@ -122,9 +132,9 @@ static int parse_error(kv_conn_t *c, llhttp_errno_t e, const char *data,
                ? KV_ENOTIMPL
                : KV_EBADREQ;
   case HPE_INVALID_VERSION:
-    /* A well-formed version other than 1.0 or 1.1, versus a broken line. */
-    return p->http_major == 1 && p->http_minor <= 1 ? KV_EBADREQ
-                                                     : KV_EVERSION;
+    /* A well-formed version other than 1.0 or 1.1, versus a broken line
+     * (which may be "HTTP/1.1 junk"). */
+    return version_unsupported(&c->http.req) ? KV_EVERSION : KV_EBADREQ;
   default:
     return KV_EBADREQ;
   }

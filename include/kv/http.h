@@ -109,9 +109,17 @@ typedef struct kv_req {
   unsigned expect_continue : 1;
   unsigned hname_long : 1;
   unsigned has_method : 1; /* the head was parsed: method is valid */
+  unsigned has_url : 1;
+  unsigned has_version : 1;
   int fatal; /* error that ends the connection after its response */
   int err;   /* error answered at message end; the connection stays */
   const char *extra; /* header lines for the error answer (Allow, ...) */
+
+  /* The request line must be exactly METHOD SP target SP HTTP/x.y, but
+   * llhttp accepts runs of spaces: stream offsets show them. */
+  uint64_t method_end, url_end;
+  char version[4]; /* what follows "HTTP/", to tell 400 from 505 */
+  size_t version_len;
 
   char *url; /* the raw request target */
   size_t url_len, url_cap;
@@ -152,8 +160,9 @@ typedef struct kv_http {
   llhttp_t parser;
   kv_req_t req;
   const kv_http_limits_t *limits;
-  const char *chunk; /* the bytes being parsed now */
-  char prev_last;    /* the last byte of the previous chunk */
+  const char *chunk;  /* the bytes being parsed now */
+  uint64_t chunk_off; /* their offset in the stream */
+  char tail[8];       /* the stream bytes just before them */
 } kv_http_t;
 
 /* Parses len bytes; see llhttp_execute. */
