@@ -187,6 +187,16 @@ static void conn_feed(kv_conn_t *c, const char *data, size_t len,
   c->pending_len = rest;
 }
 
+/* After the client's FIN, with the parser not paused: a partial request
+ * can never complete, so it is dropped, but the complete ones before it
+ * are answered in full (a client may half-close after its last request
+ * and only then read).  The caller flushes, which closes once the queued
+ * output is written. */
+static void client_done(kv_conn_t *c) {
+  c->state = KV_CONN_IDLE;
+  c->close_after = 1;
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   kv_conn_t *c = s->data;
 
@@ -199,12 +209,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     }
     read_stop(c);
     if (c->state == KV_CONN_WAIT || c->paused) return; /* on resume */
-    if (c->state == KV_CONN_IDLE && (c->writing || c->out[c->cur].bytes)) {
-      c->close_after = 1; /* answer what was asked, then close */
-      conn_flush(c);
-      return;
-    }
-    kv_conn_close(c);
+    client_done(c);
+    conn_flush(c);
     return;
   }
   if (c->close_after || c->state == KV_CONN_LINGER) return; /* discard */
@@ -378,12 +384,8 @@ void kv_conn_resume(kv_conn_t *c) {
     conn_feed(c, c->pending, len, 1);
   }
   if (!c->paused && !c->close_after) {
-    if (c->eof) {
-      if (c->state == KV_CONN_IDLE) c->close_after = 1;
-      else kv_conn_close(c);
-    } else {
-      read_start(c);
-    }
+    if (c->eof) client_done(c);
+    else read_start(c);
   }
   conn_flush(c);
 }

@@ -2,6 +2,7 @@
 close the connection, limits, slow clients."""
 
 import json
+import socket
 import threading
 import time
 
@@ -219,6 +220,28 @@ def pipeline_backpressure():
             expect(c.read_response(timeout=30), 200, v)
         t.join(10)
         assert not t.is_alive() and not errors, errors
+
+
+@case("a client that half-closes after an incomplete request gets every complete answer in full")
+def half_close_after_partial():
+    k = Kvd()
+    v = b"0123456789abcdef" * 16384  # 256 KiB: the answers back up
+    k.put("big", v)
+    n = 40
+    partials = [b"GET /big HTTP/1.1\r\nHost: x\r\n",                    # in the head
+                b"PUT /half HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"]  # body
+    for partial in partials:
+        with k.conn(timeout=30) as c:
+            c.send(build_request("GET", "/_metrics") + build_request("GET", "/big") * n
+                   + partial)
+            c.sock.shutdown(socket.SHUT_WR)
+            time.sleep(0.5)  # the FIN arrives while answers are still queued
+            r = c.read_response(timeout=30)
+            expect(r, 200, ctype="text/plain; version=0.0.4; charset=utf-8")
+            for i in range(n):
+                expect(c.read_response(timeout=30), 200, v)
+            c.expect_closed()
+    assert k.get("half") is None
 
 
 @case("a request sent one byte at a time is answered")
