@@ -111,6 +111,16 @@ static int unknown_method_token(const char *data, size_t len,
   return p > b && p - b <= 32 && e - p >= 2 && p[0] == ' ' && p[1] == '/';
 }
 
+static int is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+
+/* Whether the version is DIGIT "." DIGIT, and not 1.0 or 1.1. */
+static int version_unsupported(const kv_req_t *r) {
+  const char *v = r->version;
+
+  return r->version_len == 3 && is_digit(v[0]) && v[1] == '.' &&
+         is_digit(v[2]) && !(v[0] == '1' && v[2] <= '1');
+}
+
 static int parse_error(kv_conn_t *c, llhttp_errno_t e, const char *data,
                        size_t len) {
   const llhttp_t *p = &c->http.parser;
@@ -122,9 +132,9 @@ static int parse_error(kv_conn_t *c, llhttp_errno_t e, const char *data,
                ? KV_ENOTIMPL
                : KV_EBADREQ;
   case HPE_INVALID_VERSION:
-    /* A well-formed version other than 1.0 or 1.1, versus a broken line. */
-    return p->http_major == 1 && p->http_minor <= 1 ? KV_EBADREQ
-                                                     : KV_EVERSION;
+    /* A well-formed version other than 1.0 or 1.1, versus a broken line
+     * (which may be "HTTP/1.1 junk"). */
+    return version_unsupported(&c->http.req) ? KV_EVERSION : KV_EBADREQ;
   default:
     return KV_EBADREQ;
   }
@@ -177,6 +187,16 @@ static void conn_feed(kv_conn_t *c, const char *data, size_t len,
   c->pending_len = rest;
 }
 
+/* After the client's FIN, with the parser not paused: a partial request
+ * can never complete, so it is dropped, but the complete ones before it
+ * are answered in full (a client may half-close after its last request
+ * and only then read).  The caller flushes, which closes once the queued
+ * output is written. */
+static void client_done(kv_conn_t *c) {
+  c->state = KV_CONN_IDLE;
+  c->close_after = 1;
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   kv_conn_t *c = s->data;
 
@@ -189,12 +209,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     }
     read_stop(c);
     if (c->state == KV_CONN_WAIT || c->paused) return; /* on resume */
-    if (c->state == KV_CONN_IDLE && (c->writing || c->out[c->cur].bytes)) {
-      c->close_after = 1; /* answer what was asked, then close */
-      conn_flush(c);
-      return;
-    }
-    kv_conn_close(c);
+    client_done(c);
+    conn_flush(c);
     return;
   }
   if (c->close_after || c->state == KV_CONN_LINGER) return; /* discard */
@@ -215,7 +231,7 @@ static void write_slice(kv_conn_t *c);
 
 /* Advances the buffer being written past n bytes. */
 static void advance(kv_out_t *o, size_t n) {
-  while (n > 0 && o->iov_i < o->nseg) {
+  while (n > 0 && o->iov_i < o->niov) {
     uv_buf_t *b = &o->iov[o->iov_i];
     if (n < b->len) {
       b->base += n;
@@ -238,7 +254,7 @@ static void on_write(uv_write_t *req, int status) {
     return;
   }
   advance(o, c->slice_len);
-  if (o->iov_i < o->nseg) {
+  if (o->iov_i < o->niov) {
     write_slice(c); /* more of this buffer */
     return;
   }
@@ -262,7 +278,7 @@ static void write_slice(kv_conn_t *c) {
   kv_out_t *o = &c->out[c->cur ^ 1];
   size_t k = 0, total = 0;
 
-  while (o->iov_i + k < o->nseg && k < KV_SLICE_BUFS &&
+  while (o->iov_i + k < o->niov && k < KV_SLICE_BUFS &&
          total < KV_WRITE_SLICE) {
     uv_buf_t b = o->iov[o->iov_i + k];
     if (b.len > KV_WRITE_SLICE - total) b.len = KV_WRITE_SLICE - total;
@@ -368,12 +384,8 @@ void kv_conn_resume(kv_conn_t *c) {
     conn_feed(c, c->pending, len, 1);
   }
   if (!c->paused && !c->close_after) {
-    if (c->eof) {
-      if (c->state == KV_CONN_IDLE) c->close_after = 1;
-      else kv_conn_close(c);
-    } else {
-      read_start(c);
-    }
+    if (c->eof) client_done(c);
+    else read_start(c);
   }
   conn_flush(c);
 }

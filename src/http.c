@@ -76,14 +76,24 @@ int kv_out_append_image(kv_out_t *o, kv_image_t *img) {
 }
 
 size_t kv_out_iov(kv_out_t *o) {
-  if (grow((void **)&o->iov, &o->iovcap, o->nseg, sizeof(*o->iov), 8) != 0)
+  size_t n = 0;
+
+  for (size_t i = 0; i < o->nseg; i++)
+    n += (o->segs[i].len + KV_OUT_IOV_MAX - 1) / KV_OUT_IOV_MAX;
+  o->niov = 0;
+  if (grow((void **)&o->iov, &o->iovcap, n, sizeof(*o->iov), 8) != 0)
     return 0;
   for (size_t i = 0; i < o->nseg; i++) {
     const kv_out_seg_t *sg = &o->segs[i];
     char *base = sg->ptr ? (char *)sg->ptr : o->arena + sg->off;
-    o->iov[i] = uv_buf_init(base, (unsigned)sg->len);
+    for (size_t left = sg->len; left > 0;) {
+      size_t k = left < KV_OUT_IOV_MAX ? left : KV_OUT_IOV_MAX;
+      o->iov[o->niov++] = uv_buf_init(base, (unsigned)k);
+      base += k;
+      left -= k;
+    }
   }
-  return o->nseg;
+  return o->niov;
 }
 
 void kv_out_reset(kv_out_t *o) {
@@ -95,6 +105,7 @@ void kv_out_reset(kv_out_t *o) {
   }
   o->nref = 0;
   o->nseg = 0;
+  o->niov = 0;
   o->iov_i = 0;
   o->alen = 0;
   o->bytes = 0;
@@ -195,16 +206,48 @@ void kv_req_free(kv_req_t *r) {
   r->url_cap = r->buf_cap = 0;
 }
 
+/* The stream offset of a byte in the chunk being parsed. */
+static uint64_t offset_of(const kv_http_t *h, const char *at) {
+  return h->chunk_off + (uint64_t)(at - h->chunk);
+}
+
+/* The byte k places before at, which may be in an earlier chunk, or -1
+ * if that is further back than the tail keeps. */
+static int byte_before(const kv_http_t *h, const char *at, size_t k) {
+  size_t in = (size_t)(at - h->chunk);
+
+  if (k <= in) return (unsigned char)at[-(ptrdiff_t)k];
+  k -= in;
+  if (k > sizeof(h->tail)) return -1;
+  return (unsigned char)h->tail[sizeof(h->tail) - k];
+}
+
 static int too_big_head(kv_http_t *h) {
   if (h->req.head_bytes <= h->limits->max_head) return 0;
   h->req.fatal = KV_EHEADERS;
   return 1;
 }
 
+static int bad_line(kv_req_t *r) {
+  r->fatal = KV_EBADREQ;
+  return HPE_USER;
+}
+
+static int on_method(llhttp_t *p, const char *at, size_t len) {
+  kv_http_t *h = kv_http_of(p);
+  h->req.method_end = offset_of(h, at) + len;
+  return 0;
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t len) {
   kv_http_t *h = kv_http_of(p);
   kv_req_t *r = &h->req;
 
+  /* One space after the method: llhttp skips any number. */
+  if (!r->has_url && offset_of(h, at) != r->method_end + 1)
+    return bad_line(r);
+  r->has_url = 1;
+  r->url_end = offset_of(h, at) + len;
   if (r->url_len + len > h->limits->max_uri) {
     r->fatal = KV_EURI;
     return HPE_USER;
@@ -218,6 +261,26 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
   r->url[r->url_len] = '\0';
   r->head_bytes += len;
   return too_big_head(h) ? HPE_USER : 0;
+}
+
+/* llhttp reports the version from its first digit, after any number of
+ * spaces and one of "HTTP/", "ICE/" or "RTSP/": exactly " HTTP/" must
+ * separate it from the target. */
+static int on_version(llhttp_t *p, const char *at, size_t len) {
+  kv_http_t *h = kv_http_of(p);
+  kv_req_t *r = &h->req;
+  static const char sep[] = " HTTP/";
+  const size_t n = sizeof(sep) - 1;
+
+  if (!r->has_version) {
+    if (offset_of(h, at) != r->url_end + n) return bad_line(r);
+    for (size_t k = 0; k < n; k++)
+      if (byte_before(h, at, n - k) != sep[k]) return bad_line(r);
+    r->has_version = 1;
+  }
+  for (size_t i = 0; i < len && r->version_len < sizeof(r->version); i++)
+    r->version[r->version_len++] = at[i];
+  return 0;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len) {
@@ -282,7 +345,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
    * value; RFC 9112 says to reject it.  A value piece that starts with
    * whitespace right after a line feed is exactly that. */
   if (len && (at[0] == ' ' || at[0] == '\t') &&
-      (at > h->chunk ? at[-1] : h->prev_last) == '\n') {
+      byte_before(h, at, 1) == '\n') {
     r->fatal = KV_EFOLD;
     return HPE_USER;
   }
@@ -341,7 +404,7 @@ int kv_req_body(kv_req_t *r, const char *p, size_t len) {
   return 0;
 }
 
-static llhttp_cb hook_begin, hook_head, hook_message;
+static llhttp_cb hook_begin, hook_head;
 
 static int on_message_begin(llhttp_t *p) {
   kv_http_t *h = kv_http_of(p);
@@ -352,8 +415,13 @@ static int on_message_begin(llhttp_t *p) {
 
 static int on_headers_complete(llhttp_t *p) {
   kv_http_t *h = kv_http_of(p);
+
+  /* llhttp takes a line without a version for HTTP/0.9. */
+  if (!h->req.has_version) {
+    h->req.fatal = KV_EBADREQ;
+    return -1;
+  }
   h->req.in_head = 0;
-  h->req.in_body = 1;
   h->req.method = (uint8_t)p->method;
   h->req.has_method = 1;
   h->req.http_major = p->http_major;
@@ -361,34 +429,42 @@ static int on_headers_complete(llhttp_t *p) {
   return hook_head(p);
 }
 
-static int on_message_complete(llhttp_t *p) {
-  kv_http_t *h = kv_http_of(p);
-  h->req.in_body = 0;
-  return hook_message(p);
-}
-
 void kv_http_settings(llhttp_settings_t *s, llhttp_cb on_begin,
                       llhttp_cb on_head, llhttp_cb on_message) {
   llhttp_settings_init(s);
   hook_begin = on_begin;
   hook_head = on_head;
-  hook_message = on_message;
   s->on_message_begin = on_message_begin;
+  s->on_method = on_method;
   s->on_url = on_url;
+  s->on_version = on_version;
   s->on_header_field = on_header_field;
   s->on_header_field_complete = on_header_field_complete;
   s->on_header_value = on_header_value;
   s->on_headers_complete = on_headers_complete;
   s->on_body = on_body;
-  s->on_message_complete = on_message_complete;
+  s->on_message_complete = on_message;
 }
 
 llhttp_errno_t kv_http_execute(kv_http_t *h, const char *data, size_t len) {
+  const size_t keep = sizeof(h->tail);
+  size_t used = len;
   llhttp_errno_t e;
 
   h->chunk = data;
   e = llhttp_execute(&h->parser, data, len);
-  if (len) h->prev_last = data[len - 1];
+  /* After a pause the rest is fed again: only the bytes parsed count. */
+  if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+    const char *pos = llhttp_get_error_pos(&h->parser);
+    if (pos && pos >= data && pos <= data + len) used = (size_t)(pos - data);
+  }
+  if (used >= keep) {
+    memcpy(h->tail, data + used - keep, keep);
+  } else {
+    memmove(h->tail, h->tail + used, keep - used);
+    memcpy(h->tail + keep - used, data, used);
+  }
+  h->chunk_off += used;
   return e;
 }
 

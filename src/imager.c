@@ -158,15 +158,23 @@ static void refresh_timer(uv_timer_t *t) {
   }
 }
 
-/* The image just went stale.  Schedule a background refresh, spaced by at
- * least four times the last build's duration so that a steady write load
- * spends at most a fifth of one worker thread on images. */
+/* The image just went stale.  Schedule a background refresh for when the
+ * writes pause: each commit pushes it back, but never past ten delays
+ * after the first stale commit, so a steady load still gets fresh images.
+ * The delay is at least four times the last build's duration, so builds
+ * take at most a fifth of one worker thread, and a build's snapshot, which
+ * keeps LMDB from reusing pages, is rarely open during a burst. */
 void kv__imager_changed(kv_store_t *s) {
-  uint64_t delay = s->build_ms * 4;
+  uint64_t delay = s->build_ms * 4, now = uv_now(s->loop);
 
-  if (s->timer_armed || s->closing) return;
+  if (s->closing) return;
   if (delay < KV_IMAGE_REFRESH_MIN_MS) delay = KV_IMAGE_REFRESH_MIN_MS;
-  s->timer_armed = 1;
+  if (!s->timer_armed) {
+    s->timer_armed = 1;
+    s->stale_since = now;
+  } else if (now - s->stale_since >= 9 * delay) {
+    return; /* keep the deadline */
+  }
   uv_timer_start(&s->image_timer, refresh_timer, delay, 0);
 }
 

@@ -42,7 +42,7 @@ typedef struct {
   kv_out_ref_t *refs;
   size_t nref, refcap;
   uv_buf_t *iov;
-  size_t iovcap;
+  size_t niov, iovcap;
   size_t iov_i; /* the first buffer not yet fully written */
   size_t bytes; /* everything queued */
 } kv_out_t;
@@ -51,13 +51,18 @@ typedef struct {
  * cheaper than an extra iovec and a reference. */
 #define KV_OUT_COPY_MAX 1024
 
+/* The largest iovec kv_out_iov makes: uv_buf_init takes an unsigned
+ * length, so a longer segment (an image of 4 GiB or more) is split. */
+#define KV_OUT_IOV_MAX ((size_t)1 << 30)
+
 int kv_out_append(kv_out_t *o, const void *data, size_t len);
 /* Queues len bytes at ptr, kept alive by a reference on rec. */
 int kv_out_append_rec(kv_out_t *o, kv_rec_t *rec, const char *ptr,
                       size_t len);
 /* Queues the whole image, kept alive by a reference. */
 int kv_out_append_image(kv_out_t *o, kv_image_t *img);
-/* Fills o->iov and returns how many buffers there are. */
+/* Fills o->iov (segments over KV_OUT_IOV_MAX take several buffers) and
+ * returns how many buffers there are (o->niov), or 0 without memory. */
 size_t kv_out_iov(kv_out_t *o);
 /* Drops the queued bytes and their references. */
 void kv_out_reset(kv_out_t *o);
@@ -80,8 +85,7 @@ void kv_http_date(char *buf, time_t t);
 
 /* ---- request assembly --------------------------------------------------- */
 
-enum { KV_HDR_OTHER = 0, KV_HDR_CTYPE, KV_HDR_EXPECT, KV_HDR_HOST,
-       KV_HDR_AUTH, KV_HDR_TE };
+enum { KV_HDR_OTHER = 0, KV_HDR_CTYPE, KV_HDR_EXPECT, KV_HDR_AUTH, KV_HDR_TE };
 
 #define KV_AUTH_HDR_MAX 1100 /* "Bearer " and the longest token */
 
@@ -101,14 +105,21 @@ typedef struct kv_req {
   uint8_t http_major, http_minor;
   uint8_t cur_hdr;
   unsigned in_head : 1;   /* message begun, head not complete */
-  unsigned in_body : 1;   /* head complete, message not */
   unsigned is_form : 1;
   unsigned expect_continue : 1;
   unsigned hname_long : 1;
   unsigned has_method : 1; /* the head was parsed: method is valid */
+  unsigned has_url : 1;
+  unsigned has_version : 1;
   int fatal; /* error that ends the connection after its response */
   int err;   /* error answered at message end; the connection stays */
   const char *extra; /* header lines for the error answer (Allow, ...) */
+
+  /* The request line must be exactly METHOD SP target SP HTTP/x.y, but
+   * llhttp accepts runs of spaces: stream offsets show them. */
+  uint64_t method_end, url_end;
+  char version[4]; /* what follows "HTTP/", to tell 400 from 505 */
+  size_t version_len;
 
   char *url; /* the raw request target */
   size_t url_len, url_cap;
@@ -149,8 +160,9 @@ typedef struct kv_http {
   llhttp_t parser;
   kv_req_t req;
   const kv_http_limits_t *limits;
-  const char *chunk; /* the bytes being parsed now */
-  char prev_last;    /* the last byte of the previous chunk */
+  const char *chunk;  /* the bytes being parsed now */
+  uint64_t chunk_off; /* their offset in the stream */
+  char tail[8];       /* the stream bytes just before them */
 } kv_http_t;
 
 /* Parses len bytes; see llhttp_execute. */

@@ -96,6 +96,7 @@ typedef struct kv_store {
   uv_async_t image_async;     /* the builder thread's "done" */
   uv_timer_t image_timer;     /* background refresh after writes */
   int timer_armed;
+  uint64_t stale_since;       /* uv_now() of the first commit it waits for */
   int refresh;                /* a background build is due */
   uint64_t failed_rev;        /* 1 + rev of a failed build, or 0 */
 

@@ -8,6 +8,11 @@
  * Whatever comes back must be a well-formed sequence of HTTP/1.1
  * responses, each with a known status and an exact Content-Length; any
  * crash, sanitizer report, hang or malformed answer is a finding.
+ *
+ * An input's outcome should not depend on the inputs before it: the
+ * socket buffers are small, so every input that gets more than a few KiB
+ * back meets back-pressure (not only those after the image has grown),
+ * and the metrics start from zero.  The store's contents do carry over.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FUZZ_MAX_INPUT (256 * 1024)
 #define FUZZ_MAX_OUTPUT (64 * 1024 * 1024)
 #define FUZZ_MAX_TURNS 100000
+#define FUZZ_SOCK_BUF 4096 /* SO_SNDBUF and SO_RCVBUF of both ends */
 
 static kv_server_t *srv;
 static char dir[64];
@@ -141,7 +147,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   if (!srv) setup();
   if (size > FUZZ_MAX_INPUT) return 0;
+  kv_metrics_init(&srv->metrics);
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) abort();
+  for (int i = 0; i < 2; i++) {
+    int b = FUZZ_SOCK_BUF;
+    if (setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &b, sizeof(b)) != 0 ||
+        setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &b, sizeof(b)) != 0)
+      abort();
+  }
   if (fcntl(sv[1], F_SETFL, O_NONBLOCK) != 0) abort();
   if (kv_conn_adopt(srv, sv[0]) != 0) abort();
   /* Feed the input as the socket takes it, reading answers meanwhile so

@@ -2,6 +2,7 @@
 close the connection, limits, slow clients."""
 
 import json
+import socket
 import threading
 import time
 
@@ -221,6 +222,28 @@ def pipeline_backpressure():
         assert not t.is_alive() and not errors, errors
 
 
+@case("a client that half-closes after an incomplete request gets every complete answer in full")
+def half_close_after_partial():
+    k = Kvd()
+    v = b"0123456789abcdef" * 16384  # 256 KiB: the answers back up
+    k.put("big", v)
+    n = 40
+    partials = [b"GET /big HTTP/1.1\r\nHost: x\r\n",                    # in the head
+                b"PUT /half HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"]  # body
+    for partial in partials:
+        with k.conn(timeout=30) as c:
+            c.send(build_request("GET", "/_metrics") + build_request("GET", "/big") * n
+                   + partial)
+            c.sock.shutdown(socket.SHUT_WR)
+            time.sleep(0.5)  # the FIN arrives while answers are still queued
+            r = c.read_response(timeout=30)
+            expect(r, 200, ctype="text/plain; version=0.0.4; charset=utf-8")
+            for i in range(n):
+                expect(c.read_response(timeout=30), 200, v)
+            c.expect_closed()
+    assert k.get("half") is None
+
+
 @case("a request sent one byte at a time is answered")
 def byte_at_a_time():
     k = Kvd()
@@ -299,13 +322,92 @@ def malformed_request_line():
         (b"GET /k HTTP/1.1 extra\r\n" + H + b"\r\n", (400,)),
         (b"/k HTTP/1.1\r\n" + H + b"\r\n", (400,)),          # no method
         (b"GET /k HTTP/1.1\r\r\n" + H + b"\r\n", (400,)),
-        # Not a well-formed HTTP-version: 400, or 505 as for an unknown one.
-        (b"GET /k\r\n\r\n", (400, 505)),
-        (b"GET /k HTTP/1.x\r\n" + H + b"\r\n", (400, 505)),
+        # Not a well-formed HTTP-version: 400 (505 is for an unknown one).
+        (b"GET /k\r\n\r\n", (400,)),
+        (b"GET /k HTTP/1.x\r\n" + H + b"\r\n", (400,)),
         # A lower-case method is a valid token but no known method.
         (b"get /k HTTP/1.1\r\n" + H + b"\r\n", (400, 501)),
     ])
     k.request("GET", "/_health")
+
+
+def bad_line_closes(k, line, status=400, byte_at_a_time=False):
+    """Sends line (a request line and CRLF), a Host header and a pipelined
+    PUT of /smuggled; expects exactly one error with Connection close, then
+    the close.  byte_at_a_time sends the request line one byte per send."""
+    put = build_request("PUT", "/smuggled", b"x")
+    with k.conn() as c:
+        if byte_at_a_time:
+            for i in range(len(line)):
+                c.send(line[i:i + 1], tolerate_close=True)
+                time.sleep(0.005)
+            c.send(H + b"\r\n" + put, tolerate_close=True)
+        else:
+            c.send(line + H + b"\r\n" + put, tolerate_close=True)
+        r = c.read_response()
+        msg = b"malformed request\n" if status == 400 else b"HTTP version not supported\n"
+        expect(r, status, msg, close=True)
+        c.expect_closed()
+    assert k.get("smuggled") is None, "the request behind %r was executed" % line
+
+
+@case("two spaces after the method get 400 and close and a pipelined PUT is not executed")
+def double_space_after_method():
+    k = Kvd()
+    bad_line_closes(k, b"GET  /_health HTTP/1.1\r\n")
+    bad_line_closes(k, b"PUT  /k HTTP/1.1\r\n")
+    bad_line_closes(k, b"GET  /_health HTTP/1.1\r\n", byte_at_a_time=True)
+    assert k.dump() == b"{}\n"
+
+
+@case("two spaces before the version get 400 and close and a pipelined PUT is not executed")
+def double_space_before_version():
+    k = Kvd()
+    bad_line_closes(k, b"GET /_health  HTTP/1.1\r\n")
+    bad_line_closes(k, b"GET /_health      HTTP/1.1\r\n")
+    bad_line_closes(k, b"GET /_health  HTTP/1.1\r\n", byte_at_a_time=True)
+    assert k.dump() == b"{}\n"
+
+
+@case("a request line without a version gets 400 and close, not 505")
+def missing_version():
+    k = Kvd()
+    bad_line_closes(k, b"GET /_health\r\n")
+    bad_line_closes(k, b"GET /_health\r\n", byte_at_a_time=True)
+    bad_line_closes(k, b"GET /_health \r\n")
+    bad_line_closes(k, b"GET /_health HTTP/\r\n")
+    all_bad_requests_close(k, [(b"GET /_health\r\n\r\n", (400,))])
+    # Not HTTP: llhttp knows ICE and RTSP request lines too.
+    bad_line_closes(k, b"GET /_health RTSP/1.0\r\n")
+    bad_line_closes(k, b"SOURCE /_health ICE/1.0\r\n")
+    assert k.dump() == b"{}\n"
+
+
+@case("well-formed versions other than 1.0 and 1.1 get 505 and close")
+def unsupported_versions_505():
+    k = Kvd()
+    for v in [b"HTTP/2.0", b"HTTP/1.2", b"HTTP/3.0", b"HTTP/0.9"]:
+        bad_line_closes(k, b"GET /_health " + v + b"\r\n", 505)
+    bad_line_closes(k, b"GET /_health HTTP/1.2\r\n", 505, byte_at_a_time=True)
+    # Broken versions are malformed lines.
+    for v in [b"HTTP/1.x", b"HTTP/2", b"HTTP/1.1 junk", b"HTTP/1.10"]:
+        bad_line_closes(k, b"GET /_health " + v + b"\r\n")
+    assert k.dump() == b"{}\n"
+
+
+@case("pipelined requests sent one byte per read are all answered")
+def byte_at_a_time_pipeline():
+    k = Kvd()
+    data = (build_request("GET", "/_health") + build_request("PUT", "/k", b"v")
+            + build_request("GET", "/k"))
+    with k.conn() as c:
+        for i in range(len(data)):
+            c.send(data[i:i + 1])
+            time.sleep(0.002)
+        expect(c.read_response(), 200, b"ok\n")
+        expect(c.read_response(), 201)
+        expect(c.read_response(), 200, b"v")
+        c.expect_silent(0.2)
 
 
 @case("garbage bytes get 400 with Connection close and the connection closes")
