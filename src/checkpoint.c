@@ -491,9 +491,8 @@ static int ckpt_sync_new(kv_ckpt_t *c, const char *dir, char *errbuf,
   return e == EIO ? KV_EIO : KV_ESTORE;
 }
 
-int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags,
-                 unsigned max_readers, kv_ckpt_t **out, char *errbuf,
-                 size_t errlen) {
+int kv_ckpt_open(const char *dir, int flags, unsigned max_readers,
+                 kv_ckpt_t **out, char *errbuf, size_t errlen) {
   kv_ckpt_t *c = NULL;
   unsigned int envflags = MDB_NOTLS | MDB_NORDAHEAD;
   int nolock, rc, err, dead;
@@ -521,7 +520,6 @@ int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags,
       goto fail;
     }
   }
-  if (sync == KV_SYNC_NONE) envflags |= MDB_NOSYNC;
   if (c->readonly) envflags |= MDB_RDONLY;
   /* A read-only open would create lock.mdb, owned by whoever runs kvdump,
    * and the server could not open it later: go without locking.  Only
@@ -586,35 +584,47 @@ void kv_ckpt_close(kv_ckpt_t *c) {
  * steps of 1/16 of the file (at least 1 MiB) to keep this to a syscall now
  * and then; near a full disk, exactly what is needed.  Returns 0 or
  * KV_ENOSPACE with nothing of the batch written. */
-static int ckpt_reserve(kv_ckpt_t *c, MDB_txn *txn, const kv_ckpt_op_t *ops,
+static int ckpt_reserve(kv_ckpt_t *c, MDB_txn *txn, const kv_op_t *ops,
                         size_t n) {
   MDB_envinfo info;
   MDB_stat st;
-  uint64_t pages = 16, base, need, step;
+  uint64_t touched = 0, small = 0, pages = 16, base, need, step;
   int fd, e;
 
   if (c->no_reserve || mdb_stat(txn, c->data, &st) != 0 ||
       mdb_env_info(c->env, &info) != 0 || mdb_env_get_fd(c->env, &fd) != 0)
     return 0;
+  /* A transaction copies each page it touches once: at most a path per
+   * op, and never more than the tree has.  New entries fill new pages at
+   * least half full; large values take overflow pages of their own. */
   for (size_t i = 0; i < n; i++) {
-    pages += 2 * ((uint64_t)st.ms_depth + 2);
+    uint64_t bytes = ops[i].key.len + ops[i].val.len + CKPT_HDR + 16;
+    touched += 2 * ((uint64_t)st.ms_depth + 1);
     if (ops[i].val.len + CKPT_HDR > st.ms_psize / 2)
-      pages += (ops[i].val.len + CKPT_HDR + 64 + st.ms_psize - 1) /
-               st.ms_psize;
+      pages += (bytes + 64 + st.ms_psize - 1) / st.ms_psize;
+    else
+      small += bytes;
   }
+  if (touched > (uint64_t)info.me_last_pgno + 1)
+    touched = (uint64_t)info.me_last_pgno + 1;
+  /* The free list records each copied page in 8 bytes. */
+  pages += touched + touched / 256 + 2 * (small / st.ms_psize + 1) +
+           2 * st.ms_depth;
   base = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
   need = base + pages * st.ms_psize;
   if (need <= c->reserved) return 0;
   step = need / 16 > (1u << 20) ? need / 16 : (1u << 20);
-  if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)base,
-                (off_t)(need + step - base)) == 0) {
+  /* The file is extended too, not only given blocks: LMDB counts pages a
+   * transaction allocated and freed again (loose pages) up to its last
+   * page without writing them, and a file shorter than that last page
+   * would look truncated to the next open. */
+  if (fallocate(fd, 0, (off_t)base, (off_t)(need + step - base)) == 0) {
     c->reserved = need + step;
     return 0;
   }
   e = errno;
   if (e == ENOSPC || e == EDQUOT) {
-    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)base, (off_t)(need - base))
-        == 0) {
+    if (fallocate(fd, 0, (off_t)base, (off_t)(need - base)) == 0) {
       c->reserved = need;
       return 0;
     }
@@ -632,7 +642,7 @@ static int ckpt_reserve(kv_ckpt_t *c, MDB_txn *txn, const kv_ckpt_op_t *ops,
  * saves the free list.  Any other failure of mdb_txn_commit is a failed
  * flush: its pages or meta page may be half on disk, and after a
  * failed fsync the kernel may have dropped them, so it is KV_EIO. */
-int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n) {
+int kv_ckpt_commit(kv_ckpt_t *c, const kv_op_t *ops, size_t n) {
   MDB_txn *txn = NULL;
   MDB_val k;
   uint64_t last = 0;

@@ -36,6 +36,7 @@ void kv_config_defaults(kv_config_t *cfg) {
   cfg->max_headers = 100;
   cfg->max_conns = 10000;
   cfg->max_readers = KV_CKPT_READERS;
+  cfg->log_segment = KV_REVLOG_SEGMENT;
   cfg->header_timeout_ms = 10000;
   cfg->body_timeout_ms = 30000;
   cfg->idle_timeout_ms = 60000;
@@ -61,6 +62,7 @@ static void usage(FILE *f) {
     "  --map-size BYTES        initial LMDB map size; it grows as needed\n"
     "  --max-readers N         LMDB reader slots: concurrent kvdump runs and\n"
     "                          image builds (default %u)\n"
+    "  --log-segment BYTES     size of each revision log segment (default 64M)\n"
     "  --max-value BYTES       largest value, K/M/G suffixes (default 16M)\n"
     "  --max-uri BYTES         longest request target (default 8K)\n"
     "  --max-header-bytes BYTES  largest header section (default 16K)\n"
@@ -190,6 +192,11 @@ static const char *set_max_readers(kv_config_t *cfg, const char *arg) {
   return why;
 }
 
+static const char *set_log_segment(kv_config_t *cfg, const char *arg) {
+  return size_in(&cfg->log_segment, arg, 64 << 10, (size_t)1 << 30,
+                 "expected 64K to 1G, like 64M");
+}
+
 static const char *set_max_value(kv_config_t *cfg, const char *arg) {
   return size_in(&cfg->max_value, arg, 1, UINT32_MAX,
                  "expected 1 byte to 4G, like 16M");
@@ -305,6 +312,7 @@ static const struct setting {
   {"sync", ARG_REQUIRED, set_sync},
   {"map-size", ARG_REQUIRED, set_map_size},
   {"max-readers", ARG_REQUIRED, set_max_readers},
+  {"log-segment", ARG_REQUIRED, set_log_segment},
   {"max-value", ARG_REQUIRED, set_max_value},
   {"max-uri", ARG_REQUIRED, set_max_uri},
   {"max-header-bytes", ARG_REQUIRED, set_max_head},

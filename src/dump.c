@@ -21,6 +21,7 @@
 #include "kv/checkpoint.h"
 #include "kv/error.h"
 #include "kv/image.h"
+#include "kv/revlog.h"
 
 #ifndef KV_VERSION
 #define KV_VERSION "dev"
@@ -117,35 +118,140 @@ static int dump_write(void *ctx, const char *buf, size_t len) {
   return o->err ? KV_EIO : 0;
 }
 
-/* kv_image_next_fn over the snapshot that stops once a signal came. */
-static int dump_next(void *snap, kv_item_t *item) {
-  if (dump_sig) return KV_EIO;
-  return kv_ckpt_snap_next(snap, item);
+/* The log's writes past the checkpoint, for the keys under the prefix:
+ * the last one of each key, sorted by key, merged over LMDB's. */
+typedef struct {
+  kv_op_t *ops;
+  size_t n, cap, next;
+  const char *prefix;
+  size_t plen;
+  kv_ckpt_snap_t *snap;
+  kv_item_t lm; /* LMDB's next item */
+  int lm_state; /* 1: lm holds one; 0: LMDB is done; -1: read the next */
+} dump_merge_t;
+
+/* kv_revlog_fn: copies a logged write under the prefix. */
+static int dump_collect(void *ctx, const kv_op_t *op) {
+  dump_merge_t *m = ctx;
+  kv_op_t *c;
+  char *buf;
+
+  if (op->key.len < m->plen || memcmp(op->key.ptr, m->prefix, m->plen))
+    return 0;
+  if (m->n == m->cap) {
+    size_t cap = m->cap ? m->cap * 2 : 256;
+    kv_op_t *ops = realloc(m->ops, cap * sizeof *ops);
+    if (!ops) return KV_ENOMEM;
+    m->ops = ops;
+    m->cap = cap;
+  }
+  if (!(buf = malloc(op->key.len + op->val.len + 1))) return KV_ENOMEM;
+  memcpy(buf, op->key.ptr, op->key.len);
+  if (op->val.len) memcpy(buf + op->key.len, op->val.ptr, op->val.len);
+  c = &m->ops[m->n++];
+  *c = *op;
+  c->key.ptr = buf;
+  c->val.ptr = buf + op->key.len;
+  return 0;
 }
 
-/* Dumps the records under prefix from a read-only snapshot of dir.
- * Returns the exit status. */
+/* By key, then by revision, so the last of a key's writes sorts last. */
+static int dump_op_cmp(const void *a, const void *b) {
+  const kv_op_t *x = a, *y = b;
+  int c = kv_slice_cmp(x->key.ptr, x->key.len, y->key.ptr, y->key.len);
+  return c ? c : (x->rev > y->rev) - (x->rev < y->rev);
+}
+
+/* Sorts the log's writes and keeps each key's last. */
+static void dump_settle(dump_merge_t *m) {
+  size_t out = 0;
+
+  if (m->n) qsort(m->ops, m->n, sizeof *m->ops, dump_op_cmp);
+  for (size_t i = 0; i < m->n; i++) {
+    if (i + 1 < m->n && kv_slice_cmp(m->ops[i].key.ptr, m->ops[i].key.len,
+                                     m->ops[i + 1].key.ptr,
+                                     m->ops[i + 1].key.len) == 0) {
+      free((char *)m->ops[i].key.ptr);
+      continue;
+    }
+    m->ops[out++] = m->ops[i];
+  }
+  m->n = out;
+}
+
+/* kv_image_next_fn: LMDB's items and the log's writes in key order, a
+ * logged write replacing or removing LMDB's item of the same key.  Stops
+ * once a signal came. */
+static int dump_next(void *it, kv_item_t *item) {
+  dump_merge_t *m = it;
+
+  for (;;) {
+    const kv_op_t *op = m->next < m->n ? &m->ops[m->next] : NULL;
+    int c;
+    if (dump_sig) return KV_EIO;
+    if (m->lm_state < 0) {
+      m->lm_state = kv_ckpt_snap_next(m->snap, &m->lm);
+      if (m->lm_state < 0) return m->lm_state;
+    }
+    if (!op && !m->lm_state) return 0;
+    c = !op ? -1
+        : !m->lm_state
+            ? 1
+            : kv_slice_cmp(m->lm.key.ptr, m->lm.key.len, op->key.ptr,
+                           op->key.len);
+    if (c < 0) {
+      *item = m->lm;
+      m->lm_state = -1;
+      return 1;
+    }
+    if (c == 0) m->lm_state = -1; /* the log's write wins */
+    m->next++;
+    if (op->op == KV_OP_DEL) continue;
+    item->key = op->key;
+    item->val = op->val;
+    item->rev = op->rev;
+    return 1;
+  }
+}
+
+/* Dumps the records under prefix: a read-only LMDB snapshot, plus the
+ * log's writes past it.  The log's segments are opened first, so one that
+ * a checkpoint removes meanwhile is still read, and the snapshot, taken
+ * after, covers any that was already gone.  Returns the exit status. */
 static int dump_store(const char *dir, const char *prefix, int format) {
   kv_ckpt_t *c = NULL;
-  kv_ckpt_snap_t *s = NULL;
+  kv_revlog_t *log = NULL;
+  dump_merge_t m = {.prefix = prefix, .plen = strlen(prefix), .lm_state = -1};
   dump_out_t o = {STDOUT_FILENO, 0};
+  uint64_t ckpt_rev = 0, last;
   char errbuf[256];
   int err, ret = 1;
 
-  err = kv_ckpt_open(dir, KV_SYNC_ALWAYS, KV_CKPT_READONLY, 0, &c, errbuf,
-                     sizeof errbuf);
+  errbuf[0] = '\0';
+  err = kv_ckpt_open(dir, KV_CKPT_READONLY, 0, &c, errbuf, sizeof errbuf);
+  if (!err)
+    err = kv_revlog_open(dir, KV_SYNC_NONE, 0, 1, &log, errbuf,
+                         sizeof errbuf);
   if (err) {
     fprintf(stderr, "kvdump: %s: %s\n", dir,
             errbuf[0] ? errbuf : kv_strerror(err));
     goto out;
   }
-  err = kv_ckpt_snap_open(c, prefix, strlen(prefix), &s);
+  err = kv_ckpt_snap_open(c, prefix, strlen(prefix), &m.snap);
+  if (!err) err = kv_ckpt_snap_rev(m.snap, &ckpt_rev);
   if (err) {
     fprintf(stderr, "kvdump: %s: cannot open a snapshot: %s\n", dir,
             kv_strerror(err));
     goto out;
   }
-  err = kv_image_encode(format, dump_next, s, dump_write, &o);
+  err = kv_revlog_replay(log, ckpt_rev, dump_collect, &m, &last, errbuf,
+                         sizeof errbuf);
+  if (err) {
+    fprintf(stderr, "kvdump: %s\n", errbuf[0] ? errbuf : kv_strerror(err));
+    goto out;
+  }
+  dump_settle(&m);
+  err = kv_image_encode(format, dump_next, &m, dump_write, &o);
   if (dump_sig) goto out;
   if (o.err) {
     fprintf(stderr, "kvdump: write error: %s\n", strerror(o.err));
@@ -162,7 +268,10 @@ static int dump_store(const char *dir, const char *prefix, int format) {
   }
   ret = 0;
 out:
-  kv_ckpt_snap_close(s);
+  for (size_t i = 0; i < m.n; i++) free((char *)m.ops[i].key.ptr);
+  free(m.ops);
+  kv_ckpt_snap_close(m.snap);
+  kv_revlog_close(log);
   kv_ckpt_close(c);
   return ret;
 }

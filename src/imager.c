@@ -1,10 +1,12 @@
 /* imager.c - when to rebuild the JSON image, and who is waiting for it.
  *
  * A build reads an LMDB snapshot on a worker thread, so it never stalls the
- * listener however many keys there are.  The snapshot is opened on the
- * listener between two commits, when LMDB holds exactly what the map holds:
- * an image therefore never shows a write before it is acknowledged, and its
- * revision says which writes it reflects (its ETag).
+ * listener however many keys there are.  LMDB holds only checkpointed
+ * writes, which the map already holds: an image therefore never shows a
+ * write before it is acknowledged, and the snapshot's revision says which
+ * writes it reflects (its ETag).  When LMDB is behind what a client needs,
+ * the build waits for a checkpoint (store.c schedules it); when LMDB cannot
+ * give a snapshot, the map's records are the source.
  *
  * Builds happen only when the image is stale: a GET / that needs a fresher
  * image than exists, a background refresh some time after writes, or the
@@ -140,13 +142,7 @@ static void image_done(uv_async_t *h) {
     kv_log_warn("%s: cannot build the image: %s", s->dir, kv_strerror(rc));
   }
   answer_waiters(s, rc, s->snap_rev);
-  /* A commit waiting to grow the map needed this snapshot closed. */
-  if (s->grow_wanted) {
-    kv__commit_grow(s);
-    return;
-  }
-  kv__imager_kick(s);
-  kv__store_maybe_drained(s);
+  kv__store_schedule(s);
 }
 
 static void refresh_timer(uv_timer_t *t) {
@@ -154,7 +150,7 @@ static void refresh_timer(uv_timer_t *t) {
   s->timer_armed = 0;
   if (!image_fresh(s)) {
     s->refresh = 1;
-    kv__imager_kick(s);
+    kv__store_schedule(s);
   }
 }
 
@@ -196,32 +192,53 @@ void kv__imager_init(kv_store_t *s) {
 }
 
 /* Opens what the build reads: an LMDB snapshot, which costs the listener
- * nothing; or, when LMDB cannot give one (writes failed, the reader table
- * is full), the map's records, which hold exactly the same durable state
- * between commits. */
-static int open_source(kv_store_t *s) {
-  int rc = s->failed ? KV_EIO : kv_ckpt_snap_open(s->ckpt, NULL, 0, &s->snap);
+ * nothing; or, when LMDB cannot give one (writes or checkpoints failed,
+ * the reader table is full), the map's records, which hold every
+ * acknowledged write.  Sets the revision the build will reflect. */
+static int open_source(kv_store_t *s, int from_map) {
+  int rc = from_map ? KV_EIO : kv_ckpt_snap_open(s->ckpt, NULL, 0, &s->snap);
 
+  if (rc == 0) rc = kv_ckpt_snap_rev(s->snap, &s->snap_rev);
   if (rc == 0) return 0;
-  if (!s->failed)
+  if (s->snap) kv_ckpt_snap_close(s->snap);
+  s->snap = NULL;
+  if (!from_map)
     kv_log_warn("%s: no LMDB snapshot for the image (%s): building it from "
                 "memory", s->dir, kv_strerror(rc));
+  s->snap_rev = s->rev;
   return kv_map_collect(s->map, &s->recs, &s->nrecs);
 }
 
-/* Starts a build if one is wanted and none can be harmed by it: no build
- * already running, and no commit in flight (its result would be in LMDB
- * before it is in the map).  Never answers a waiter itself.  Returns 0,
- * or the error that kept a wanted build from starting. */
-static int imager_start(kv_store_t *s) {
-  int rc;
+/* The revision a build must reach: the newest a waiter needs, or the
+ * store's own for a refresh or the final image. */
+static uint64_t wanted_rev(const kv_store_t *s) {
+  uint64_t need = 0;
+  if (s->refresh || s->drained) return s->rev;
+  for (const kv_image_wait_t *w = s->waiters; w; w = w->next)
+    if (w->need_rev > need) need = w->need_rev;
+  return need;
+}
 
-  if (s->imaging || s->committing || image_fresh(s)) return 0;
+/* Starts a build if one is wanted: not one already running, and LMDB
+ * caught up with what it must show, or else a checkpoint asked for.
+ * Never answers a waiter itself.  Returns 0, or the error that kept a
+ * wanted build from starting. */
+int kv__imager_start(kv_store_t *s) {
+  int rc, from_map;
+
+  if (s->imaging || image_fresh(s) || s->grow_wanted) return 0;
   if (!s->waiters && !s->refresh && !s->drained) return 0;
   /* A build of this very state already failed: retry only for a client
    * who asks, not in a loop. */
   if (!s->waiters && s->failed_rev == s->rev + 1) return 0;
-  rc = open_source(s);
+  /* LMDB cannot catch up while writes or checkpoints are failing, or the
+   * disk refuses the checkpoint: the map is the source then. */
+  from_map = s->failed || s->ckpt_failed || s->ckpt_retry;
+  if (!from_map && s->ckpt_rev < wanted_rev(s)) {
+    s->ckpt_wanted = 1;
+    return 0;
+  }
+  rc = open_source(s, from_map);
   if (rc != 0) {
     s->failed_rev = s->rev + 1;
     kv_log_warn("%s: cannot start an image build: %s", s->dir,
@@ -229,7 +246,6 @@ static int imager_start(kv_store_t *s) {
     return rc;
   }
   s->refresh = 0;
-  s->snap_rev = s->rev;
   /* Encoding adds quotes, a colon and a comma per key, and some escapes. */
   s->snap_hint = (size_t)(kv_map_bytes(s->map) + kv_map_bytes(s->map) / 16 +
                           6 * kv_map_count(s->map) + 4096);
@@ -242,10 +258,7 @@ static int imager_start(kv_store_t *s) {
   return 0;
 }
 
-void kv__imager_kick(kv_store_t *s) {
-  int rc = imager_start(s);
-  if (rc != 0) answer_waiters(s, rc, s->rev);
-}
+void kv__imager_fail(kv_store_t *s, int rc) { answer_waiters(s, rc, s->rev); }
 
 /* True when shutdown need not wait for the imager: nothing is building and
  * the image is fresh, or building this state already failed. */
@@ -263,8 +276,11 @@ int kv_store_image(kv_store_t *s, kv_image_wait_t *w, kv_image_t **img) {
   w->need_rev = s->rev;
   w->next = s->waiters;
   s->waiters = w;
-  rc = imager_start(s);
-  if (rc == 0) return 1;
+  rc = kv__imager_start(s);
+  if (rc == 0) {
+    kv__store_schedule(s); /* a checkpoint may be wanted now */
+    return 1;
+  }
   /* Answered here, by the caller, never through w->done: the caller must
    * not be told "wait" for an answer that was already given. */
   s->waiters = w->next;

@@ -45,6 +45,7 @@ void kv_metrics_init(kv_metrics_t *m) {
   hist_init(&m->batch, batch_bounds, NELEM(batch_bounds));
   hist_init(&m->commit, commit_bounds, NELEM(commit_bounds));
   hist_init(&m->image, image_bounds, NELEM(image_bounds));
+  hist_init(&m->checkpoint, image_bounds, NELEM(image_bounds));
 }
 
 void kv_hist_observe(kv_hist_t *h, double v) {
@@ -194,6 +195,12 @@ int kv_metrics_render(const kv_metrics_t *m, const kv_metrics_gauges_t *g,
             "Group commits applied to the map.", g->commits);
   put_gauge(&b, "kvd_revision", "gauge",
             "The store's revision: the last write applied.", g->rev);
+  put_gauge(&b, "kvd_checkpoint_revision", "gauge",
+            "The revision the LMDB checkpoint holds.", g->ckpt_rev);
+  put_gauge(&b, "kvd_log_pending_bytes", "gauge",
+            "Log bytes not yet checkpointed into LMDB.", g->log_pending);
+  put_hist(&b, "kvd_checkpoint_duration_seconds",
+           "Time to write one checkpoint and trim the log.", &m->checkpoint);
   put_hist(&b, "kvd_image_build_duration_seconds",
            "Time to build one JSON image.", &m->image);
   put_gauge(&b, "kvd_image_bytes", "gauge", "Size of the newest JSON image.",

@@ -278,6 +278,8 @@ static void answer_metrics(kv_conn_t *c) {
       .conns = srv->nconns,
       .commits = s->commits,
       .rev = s->rev,
+      .ckpt_rev = s->ckpt_rev,
+      .log_pending = s->ckq_bytes + s->ck_fly_bytes,
       .ready = srv->ready,
       .writes_failed = s->failed,
   };

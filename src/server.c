@@ -169,6 +169,8 @@ static void on_hup(uv_signal_t *h, int signum) {
     kv_log_warn("SIGHUP: map-size changed: needs a restart");
   if (next.max_readers != cur->max_readers)
     kv_log_warn("SIGHUP: max-readers changed: needs a restart");
+  if (next.log_segment != cur->log_segment)
+    kv_log_warn("SIGHUP: log-segment changed: needs a restart");
   if (strcmp(next.log_file, cur->log_file) &&
       (rc = kv_log_open(next.log_file)) != 0)
     kv_log_error("%s: cannot open the log: %s", next.log_file,
@@ -179,6 +181,7 @@ static void on_hup(uv_signal_t *h, int signum) {
   next.sync = cur->sync;
   next.map_size = cur->map_size;
   next.max_readers = cur->max_readers;
+  next.log_segment = cur->log_segment;
   *cur = next;
   apply_limits(srv);
   kv_log_info("SIGHUP: configuration reloaded");

@@ -1,6 +1,17 @@
-/* store.c - opening, loading, reading and draining the store. */
+/* store.c - the store: opening and replaying, reading, and the one
+ * scheduler of the log, the checkpoint and the image.
+ *
+ * Every part reports its completion here (kv__store_committed, ckpt_done,
+ * the imager through kv__store_schedule), and kv__store_schedule decides
+ * what runs next: a spare log segment, an image build, a checkpoint, the
+ * next group commit, the end of a drain.  Writes reach LMDB only through
+ * checkpoints: batches of logged writes applied in one synced transaction
+ * that also records the last revision it holds, after which the log
+ * segments it covers are removed.  So LMDB is never ahead of the map, and
+ * never holds a transaction that was not synced. */
 #include "kv/store.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +58,117 @@ out:
   return rc;
 }
 
+/* A checkpoint starts once this much log waits for it, or its oldest write
+ * has waited this long, or an image or a drain needs LMDB caught up. */
+#define KV_CKPT_BYTES ((uint64_t)16 << 20)
+#define KV_CKPT_MS 5000
+/* Past this much log not yet in LMDB, new batches wait for the checkpoint
+ * (the log between checkpoints is bounded by it plus one batch). */
+#define KV_LOG_MAX ((uint64_t)256 << 20)
+/* A checkpoint that found no disk space is retried after this. */
+#define KV_CKPT_RETRY_MS 1000
+
+/* ---- the checkpoint queue ------------------------------------------------ */
+
+static void ckq_release(kv_ckq_t *q, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    kv_rec_unref(q[i].rec);
+    free(q[i].key);
+  }
+}
+
+/* Queues a write that is now in the map and the log.  The map's record
+ * (PUT) is referenced; a deleted key is copied.  Returns 0 or KV_ENOMEM. */
+static int ckq_push(kv_store_t *s, const kv_op_t *op, kv_rec_t *rec) {
+  kv_ckq_t *e;
+
+  if (s->ckq_n == s->ckq_cap) {
+    size_t cap = s->ckq_cap ? s->ckq_cap * 2 : 256;
+    kv_ckq_t *q = realloc(s->ckq, cap * sizeof *q);
+    if (!q) return KV_ENOMEM;
+    s->ckq = q;
+    s->ckq_cap = cap;
+  }
+  e = &s->ckq[s->ckq_n];
+  e->op = *op;
+  e->rec = NULL;
+  e->key = NULL;
+  if (op->op == KV_OP_PUT) {
+    e->rec = kv_rec_ref(rec);
+    e->op.key.ptr = kv_rec_key(rec);
+    e->op.val.ptr = kv_rec_value(rec);
+  } else {
+    if (!(e->key = malloc(op->key.len + 1))) return KV_ENOMEM;
+    memcpy(e->key, op->key.ptr, op->key.len);
+    e->op.key.ptr = e->key;
+  }
+  e->bytes = kv_revlog_size(op, 1);
+  if (s->ckq_n++ == 0) s->ckq_since = uv_now(s->loop);
+  s->ckq_bytes += e->bytes;
+  return 0;
+}
+
+/* Puts a failed checkpoint's writes back in front of the queue. */
+static void ckq_requeue(kv_store_t *s) {
+  size_t n = s->ck_fly_n + s->ckq_n;
+  kv_ckq_t *q = s->ck_fly;
+
+  if (s->ckq_n) {
+    q = realloc(s->ck_fly, n * sizeof *q);
+    if (!q) abort(); /* cannot keep the writes LMDB still lacks */
+    memcpy(q + s->ck_fly_n, s->ckq, s->ckq_n * sizeof *q);
+    free(s->ckq);
+  }
+  s->ckq = q;
+  s->ckq_n = s->ckq_cap = n;
+  s->ckq_bytes += s->ck_fly_bytes;
+  s->ck_fly = NULL;
+  s->ck_fly_n = 0;
+  s->ck_fly_bytes = 0;
+}
+
+/* ---- loading -------------------------------------------------------------- */
+
+/* Applies one replayed log record to the map and queues it for the next
+ * checkpoint, since LMDB does not hold it. */
+static int replay_apply(void *ctx, const kv_op_t *op) {
+  kv_store_t *s = ctx;
+  kv_rec_t *rec = NULL, *old;
+  int rc;
+
+  if (!kv_utf8_valid(op->key.ptr, op->key.len) ||
+      !kv_utf8_valid(op->val.ptr, op->val.len) || op->val.len > UINT32_MAX)
+    return KV_ECORRUPT;
+  if (op->op == KV_OP_PUT) {
+    rc = kv_rec_new(op->key.ptr, op->key.len, op->val.len, &rec);
+    if (rc != 0) return rc;
+    memcpy(kv_rec_value_mut(rec), op->val.ptr, op->val.len);
+    rec->vlen = (uint32_t)op->val.len;
+    rec->rev = op->rev;
+    kv_map_put(s->map, rec, &old);
+  } else {
+    old = kv_map_del(s->map, op->key.ptr, op->key.len);
+  }
+  kv_rec_unref(old);
+  s->rev = op->rev;
+  return ckq_push(s, op, rec);
+}
+
+static int store_replay(kv_store_t *s, const kv_config_t *cfg, char *errbuf,
+                        size_t errlen) {
+  uint64_t last;
+  int rc;
+
+  rc = kv_revlog_open(s->dir, cfg->sync, cfg->log_segment, 0, &s->log,
+                      errbuf, errlen);
+  if (rc == 0)
+    rc = kv_revlog_replay(s->log, s->ckpt_rev, replay_apply, s, &last,
+                          errbuf, errlen);
+  if (rc != 0 && !errbuf[0])
+    snprintf(errbuf, errlen, "cannot replay the log: %s", kv_strerror(rc));
+  return rc;
+}
+
 int kv_store_open(uv_loop_t *loop, const kv_config_t *cfg,
                   kv_metrics_t *metrics, kv_store_t **out, char *errbuf,
                   size_t errlen) {
@@ -55,6 +177,7 @@ int kv_store_open(uv_loop_t *loop, const kv_config_t *cfg,
   uint64_t t0 = uv_hrtime();
   int rc;
 
+  errbuf[0] = '\0';
   s = calloc(1, sizeof(*s));
   if (!s || !(s->dir = strdup(dir))) {
     rc = KV_ENOMEM;
@@ -64,8 +187,7 @@ int kv_store_open(uv_loop_t *loop, const kv_config_t *cfg,
   s->loop = loop;
   s->metrics = metrics;
   s->pend_tail = &s->pend_head;
-  rc = kv_ckpt_open(dir, cfg->sync, 0, cfg->max_readers, &s->ckpt, errbuf,
-                    errlen);
+  rc = kv_ckpt_open(dir, 0, cfg->max_readers, &s->ckpt, errbuf, errlen);
   if (rc != 0) goto fail;
   if (cfg->map_size &&
       (rc = kv_ckpt_set_mapsize(s->ckpt, cfg->map_size)) != 0) {
@@ -79,9 +201,12 @@ int kv_store_open(uv_loop_t *loop, const kv_config_t *cfg,
     snprintf(errbuf, errlen, "cannot load the data: %s", kv_strerror(rc));
     goto fail;
   }
+  s->ckpt_rev = s->rev;
   /* The map holds its own copies now: the reload's LMDB pages need not
    * count in kvd's memory. */
   kv_ckpt_release_pages(s->ckpt);
+  rc = store_replay(s, cfg, errbuf, errlen);
+  if (rc != 0) goto fail;
   /* The loaded map may need rehash steps; finish them before serving. */
   while (kv_map_rehash_step(s->map, 1024)) {
   }
@@ -89,10 +214,10 @@ int kv_store_open(uv_loop_t *loop, const kv_config_t *cfg,
   s->image_timer.data = s;
   kv__imager_init(s);
   kv_log_info("loaded %zu keys (%llu bytes) at revision %llu from %s in "
-              "%llu ms", kv_map_count(s->map),
+              "%llu ms (%zu from the log)", kv_map_count(s->map),
               (unsigned long long)kv_map_bytes(s->map),
               (unsigned long long)s->rev, dir,
-              (unsigned long long)((uv_hrtime() - t0) / 1000000));
+              (unsigned long long)((uv_hrtime() - t0) / 1000000), s->ckq_n);
   /* The image on disk may predate a crash; build a fresh one now so the
    * first GET / is served at once. */
   kv__imager_changed(s);
@@ -100,12 +225,232 @@ int kv_store_open(uv_loop_t *loop, const kv_config_t *cfg,
   return 0;
 fail:
   if (s) {
+    ckq_release(s->ckq, s->ckq_n);
+    free(s->ckq);
     if (s->map) kv_map_free(s->map);
+    kv_revlog_close(s->log);
     if (s->ckpt) kv_ckpt_close(s->ckpt);
     free(s->dir);
     free(s);
   }
   return rc;
+}
+
+kv_rec_t *kv_store_get(kv_store_t *s, const char *key, size_t klen) {
+  return kv_map_get(s->map, key, klen);
+}
+
+/* ---- group commit results ------------------------------------------------ */
+
+void kv__store_committed(kv_store_t *s, kv_write_t *batch, int rc) {
+  kv_write_t *w, *next;
+
+  if (s->metrics && rc == 0) {
+    kv_hist_observe(&s->metrics->batch, (double)s->ops_n);
+    kv_hist_observe(&s->metrics->commit, (double)s->commit_ns / 1e9);
+  }
+  if (s->metrics && rc != 0) kv_metrics_error(s->metrics, rc);
+  if (rc == 0) {
+    s->commits++;
+  } else if (rc == KV_EIO) {
+    /* After a failed fsync the kernel may have dropped the dirty pages,
+     * so a retry could report success for data that is not on disk (the
+     * PostgreSQL "fsyncgate" lesson).  Stop taking writes; the map still
+     * holds exactly the durable state, so reads go on. */
+    s->failed = 1;
+    kv_log_error("%s: commit failed (%s): writes are disabled until kvd is "
+                 "restarted; check the disk", s->dir, kv_strerror(rc));
+  } else if (rc != KV_EREADONLY) {
+    kv_log_warn("%s: commit failed: %s", s->dir, kv_strerror(rc));
+  }
+  /* Apply everything first, so each answer's Kvd-Revision covers the
+   * whole batch as the client's next read will see it. */
+  size_t i = 0;
+  for (w = batch; rc == 0 && w; w = w->next) {
+    kv_op_t *op = &s->ops[i];
+    kv_rec_t *old;
+    if (w->rev == 0) continue; /* a DELETE of a missing key: no op */
+    assert(i < s->ops_n && op->rev == w->rev);
+    i++;
+    if (op->op == KV_OP_PUT)
+      kv_map_put(s->map, kv_rec_ref(w->rec), &old);
+    else
+      old = kv_map_del(s->map, op->key.ptr, op->key.len);
+    kv_rec_unref(old);
+    s->rev = op->rev;
+    /* Memory for the queue is all that could fail here, after the write
+     * is durable: there is no way to answer it honestly but to stop. */
+    if (ckq_push(s, op, w->rec) != 0) abort();
+  }
+  s->ops_n = 0;
+  for (w = batch; w; w = next) {
+    next = w->next;
+    w->next = NULL;
+    if (w->op == KV_OP_PUT) kv_rec_unref(w->rec);
+    w->rec = NULL;
+    w->done(w, rc, rc == 0 && w->existed);
+  }
+  if (rc == 0) kv__imager_changed(s);
+  kv__store_schedule(s);
+}
+
+/* ---- checkpoints ----------------------------------------------------------- */
+
+static void ckpt_work(uv_work_t *req) {
+  kv_store_t *s = req->data;
+  uint64_t t0 = uv_hrtime();
+  int rc;
+
+  s->ckpt_rc = kv_ckpt_commit(s->ckpt, s->ck_ops, s->ck_fly_n);
+  if (s->ckpt_rc == 0) {
+    /* Only now may the segments the checkpoint covers go. */
+    rc = kv_revlog_trim(s->log, s->ck_ops[s->ck_fly_n - 1].rev);
+    if (rc != 0)
+      kv_log_warn("%s: cannot remove old log segments: %s", s->dir,
+                  kv_strerror(rc));
+  }
+  s->ckpt_ns = uv_hrtime() - t0;
+}
+
+static void ckpt_done(uv_work_t *req, int uvstatus) {
+  kv_store_t *s = req->data;
+  int rc = uvstatus != 0 ? KV_ESTORE : s->ckpt_rc;
+
+  s->checkpointing = 0;
+  if (rc == 0) {
+    s->ckpt_rev = s->ck_ops[s->ck_fly_n - 1].rev;
+    ckq_release(s->ck_fly, s->ck_fly_n);
+    free(s->ck_fly);
+    s->ck_fly = NULL;
+    s->ck_fly_n = 0;
+    s->ck_fly_bytes = 0;
+    s->ckpt_retry = 0;
+    if (s->metrics)
+      kv_hist_observe(&s->metrics->checkpoint, (double)s->ckpt_ns / 1e9);
+  } else if (rc == KV_EMAPFULL) {
+    s->grow_wanted = 1; /* kv__store_schedule grows the map and retries */
+    s->checkpointing = 1;
+  } else {
+    ckq_requeue(s);
+    if (s->metrics) kv_metrics_error(s->metrics, rc);
+    if (rc == KV_ENOSPACE) {
+      kv_log_warn("%s: checkpoint: %s; the log keeps the writes, retrying",
+                  s->dir, kv_strerror(rc));
+      s->ckpt_retry = uv_now(s->loop) + KV_CKPT_RETRY_MS;
+    } else {
+      s->ckpt_failed = 1;
+      kv_log_error("%s: checkpoint failed (%s): LMDB is left as it was and "
+                   "the log keeps every write; restart kvd once the disk is "
+                   "checked", s->dir, kv_strerror(rc));
+    }
+  }
+  kv__store_schedule(s);
+}
+
+static void ckpt_start(kv_store_t *s) {
+  if (s->ck_ops_cap < s->ckq_n) {
+    kv_op_t *ops = realloc(s->ck_ops, s->ckq_n * sizeof *ops);
+    if (!ops) return; /* tried again at the next schedule */
+    s->ck_ops = ops;
+    s->ck_ops_cap = s->ckq_n;
+  }
+  for (size_t i = 0; i < s->ckq_n; i++) s->ck_ops[i] = s->ckq[i].op;
+  s->ck_fly = s->ckq;
+  s->ck_fly_n = s->ckq_n;
+  s->ck_fly_bytes = s->ckq_bytes;
+  s->ckq = NULL;
+  s->ckq_n = s->ckq_cap = 0;
+  s->ckq_bytes = 0;
+  s->ckpt_wanted = 0;
+  s->checkpointing = 1;
+  s->ckpt_work.data = s;
+  uv_queue_work(s->loop, &s->ckpt_work, ckpt_work, ckpt_done);
+}
+
+/* Grows the LMDB map after a checkpoint found it full, and retries.  LMDB
+ * resizes only with no transaction open in the process, so this waits for
+ * an image build's snapshot to close. */
+static void ckpt_grow(kv_store_t *s) {
+  size_t now;
+  int rc;
+
+  if (s->imaging) return;
+  s->grow_wanted = 0;
+  rc = kv_ckpt_grow(s->ckpt, &now);
+  if (rc == 0) {
+    kv_log_info("%s: LMDB map grown to %zu KiB", s->dir, now >> 10);
+    uv_queue_work(s->loop, &s->ckpt_work, ckpt_work, ckpt_done);
+    return;
+  }
+  kv_log_error("%s: cannot grow the LMDB map: %s", s->dir, kv_strerror(rc));
+  s->ckpt_rc = KV_ENOSPACE;
+  ckpt_done(&s->ckpt_work, 0);
+}
+
+static int ckpt_due(kv_store_t *s) {
+  uint64_t now = uv_now(s->loop);
+
+  if (s->checkpointing || s->ckq_n == 0 || s->ckpt_failed) return 0;
+  if (s->ckpt_retry && now < s->ckpt_retry) return 0;
+  return s->ckpt_wanted || s->drained || s->ckq_bytes >= KV_CKPT_BYTES ||
+         now - s->ckq_since >= KV_CKPT_MS;
+}
+
+/* ---- the scheduler --------------------------------------------------------- */
+
+static void spare_work(uv_work_t *req) {
+  kv_store_t *s = req->data;
+  s->spare_rc = kv_revlog_prepare(s->log);
+}
+
+/* A spare that could not be made is tried again a second later (the next
+ * switch makes its segment itself meanwhile), and said once. */
+static void spare_done(uv_work_t *req, int uvstatus) {
+  kv_store_t *s = req->data;
+  int rc = uvstatus != 0 ? KV_ESTORE : s->spare_rc;
+
+  s->sparing = 0;
+  if (rc != 0 && !s->spare_retry)
+    kv_log_warn("%s: cannot make a spare log segment: %s", s->dir,
+                kv_strerror(rc));
+  s->spare_retry = rc != 0 ? uv_now(s->loop) + KV_CKPT_RETRY_MS : 0;
+  kv__store_schedule(s);
+}
+
+/* True once draining and nothing is in flight, pending, unlogged or stale;
+ * a checkpoint that cannot be written is left to the log. */
+static int store_idle(kv_store_t *s) {
+  return !s->committing && !s->pend_head && !s->checkpointing &&
+         !s->sparing && (s->ckq_n == 0 || s->ckpt_failed || s->ckpt_retry) &&
+         kv__imager_idle(s);
+}
+
+void kv__store_schedule(kv_store_t *s) {
+  int rc;
+
+  if (!s->sparing && !s->failed && !s->closing && !s->drained &&
+      (!s->spare_retry || uv_now(s->loop) >= s->spare_retry) &&
+      kv_revlog_wants_spare(s->log)) {
+    s->sparing = 1;
+    s->spare_work.data = s;
+    uv_queue_work(s->loop, &s->spare_work, spare_work, spare_done);
+  }
+  rc = kv__imager_start(s); /* may ask for a checkpoint first */
+  if (rc != 0) kv__imager_fail(s, rc);
+  if (s->grow_wanted) ckpt_grow(s);
+  if (ckpt_due(s)) ckpt_start(s);
+  if (!s->committing && s->pend_head) {
+    if (s->ckq_bytes + s->ck_fly_bytes < KV_LOG_MAX)
+      kv__commit_start(s, 0);
+    else if (s->ckpt_failed)
+      kv__commit_start(s, KV_ENOSPACE); /* the log is full for good */
+    /* else the checkpoint's completion schedules the batch */
+  }
+  if (s->drained && store_idle(s)) {
+    void (*done)(kv_store_t *) = s->drained;
+    s->drained = NULL;
+    done(s);
+  }
 }
 
 /* A millisecond a second: a million-bucket rehash left by the last writes
@@ -114,28 +459,12 @@ fail:
 
 void kv_store_sweep(kv_store_t *s) {
   (void)kv_map_rehash_for(s->map, KV_STORE_REHASH_NS);
-}
-
-kv_rec_t *kv_store_get(kv_store_t *s, const char *key, size_t klen) {
-  return kv_map_get(s->map, key, klen);
-}
-
-/* Called whenever a commit or an image build finishes: once draining, and
- * with nothing in flight, pending or stale, the drain is complete. */
-void kv__store_maybe_drained(kv_store_t *s) {
-  void (*done)(kv_store_t *);
-
-  if (!s->drained || s->committing || s->pend_head) return;
-  if (!kv__imager_idle(s)) return;
-  done = s->drained;
-  s->drained = NULL;
-  done(s);
+  kv__store_schedule(s); /* checkpoints due by age, retries */
 }
 
 void kv_store_drain(kv_store_t *s, void (*done)(kv_store_t *s)) {
   s->drained = done;
-  kv__imager_kick(s);
-  kv__store_maybe_drained(s);
+  kv__store_schedule(s);
 }
 
 void kv_store_close(kv_store_t *s) {
@@ -147,7 +476,13 @@ void kv_store_close(kv_store_t *s) {
 void kv_store_free(kv_store_t *s) {
   if (!s) return;
   kv_image_unref(s->image);
+  ckq_release(s->ckq, s->ckq_n);
+  free(s->ckq);
+  ckq_release(s->ck_fly, s->ck_fly_n);
+  free(s->ck_fly);
+  free(s->ck_ops);
   kv_map_free(s->map);
+  kv_revlog_close(s->log);
   kv_ckpt_close(s->ckpt);
   free(s->ops);
   free(s->seen);

@@ -9,8 +9,11 @@
  * in Unix milliseconds (0: none), little-endian.  A "kvd-1" directory
  * (values without a header) is migrated when opened for writing.
  *
- * Threads: kv_ckpt_commit may run on any one thread at a time (the group
- * commit worker).  Snapshots are read-only transactions opened with
+ * Every commit is synced (no MDB_NOSYNC, whatever kvd's --sync): the log
+ * replays onto LMDB, so a power cut must never leave it half written.
+ *
+ * Threads: kv_ckpt_commit may run on any one thread at a time (the
+ * checkpoint worker).  Snapshots are read-only transactions opened with
  * MDB_NOTLS, so one may be opened on the listener thread and read on a
  * worker, as long as one thread at a time uses it.
  */
@@ -20,12 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kv/op.h"
 #include "kv/slice.h"
-
-typedef enum {
-  KV_SYNC_ALWAYS = 0, /* fsync before a commit returns */
-  KV_SYNC_NONE = 1    /* MDB_NOSYNC: survives a process crash, not power loss */
-} kv_sync_t;
 
 #define KV_CKPT_READONLY 0x1 /* open for reading only (kvdump) */
 /* LMDB's reader table: one slot per open snapshot of any process (kvd's
@@ -44,9 +43,8 @@ typedef struct kv_ckpt kv_ckpt_t;
  * On failure a one-line reason, without dir, is written to errbuf.  Returns
  * 0, KV_ENOTKVD, KV_ECORRUPT, KV_EIO, KV_ENOMEM, KV_ENOSPACE (the first
  * commit of a new directory did not fit) or KV_ESTORE. */
-int kv_ckpt_open(const char *dir, kv_sync_t sync, int flags,
-                 unsigned max_readers, kv_ckpt_t **out, char *errbuf,
-                 size_t errlen);
+int kv_ckpt_open(const char *dir, int flags, unsigned max_readers,
+                 kv_ckpt_t **out, char *errbuf, size_t errlen);
 
 void kv_ckpt_close(kv_ckpt_t *c);
 
@@ -64,24 +62,15 @@ int kv_ckpt_set_mapsize(kv_ckpt_t *c, size_t bytes);
  * 0 with the new size in *now, or KV_ENOSPACE. */
 int kv_ckpt_grow(kv_ckpt_t *c, size_t *now);
 
-enum { KV_OP_PUT = 1, KV_OP_DEL = 2 };
-
-typedef struct {
-  int op; /* KV_OP_PUT or KV_OP_DEL */
-  kv_slice_t key;
-  kv_slice_t val; /* KV_OP_PUT only */
-  uint64_t rev;   /* the write's revision */
-} kv_ckpt_op_t;
-
 /* Frees the reader slots of dead processes first, then applies ops in
- * order in one write transaction and commits it (with fsync
- * unless KV_SYNC_NONE).  Deleting a missing key is not an error.  On
+ * order in one write transaction that also records the last op's
+ * revision as the checkpoint's, and commits it, synced.  Deleting a missing key is not an error.  On
  * failure nothing of the batch is applied.  Returns 0; KV_EMAPFULL (grow
  * the map and retry) or KV_ENOSPACE (no disk blocks for the batch), when
  * nothing of it reached the disk; KV_EIO when the flush itself failed,
  * after which the caller must not write again (see commit.c); or
  * KV_ESTORE. */
-int kv_ckpt_commit(kv_ckpt_t *c, const kv_ckpt_op_t *ops, size_t n);
+int kv_ckpt_commit(kv_ckpt_t *c, const kv_op_t *ops, size_t n);
 
 /* Number of keys in "data" and the revision the checkpoint holds, from a
  * fresh read txn.  Returns 0, KV_EIO, KV_ECORRUPT or KV_ESTORE. */

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "kv/checkpoint.h"
+#include "kv/revlog.h"
 
 #define KV_DEFAULT_HOST "127.0.0.1"
 #define KV_DEFAULT_PORT 8080
@@ -32,6 +33,7 @@ typedef struct {
   kv_sync_t sync;
   size_t map_size;      /* initial LMDB map size; 0: the built-in default */
   unsigned max_readers; /* LMDB reader slots, when kvd creates lock.mdb */
+  size_t log_segment;   /* size of new log segments */
   size_t max_value;     /* largest value in bytes */
   size_t max_uri;       /* request target, bytes: 414 above */
   size_t max_head;      /* header section, bytes: 431 above */

@@ -33,6 +33,7 @@ typedef struct {
   kv_hist_t batch;       /* writes per commit */
   kv_hist_t commit;      /* commit seconds, fsync included */
   kv_hist_t image;       /* image build seconds */
+  kv_hist_t checkpoint;  /* checkpoint seconds: LMDB commit and log trim */
   uint64_t image_bytes;  /* size of the newest image */
   uint64_t conns_accepted, conns_refused;
 } kv_metrics_t;
@@ -47,7 +48,7 @@ void kv_metrics_request(kv_metrics_t *m, int method, int status,
 void kv_metrics_error(kv_metrics_t *m, int err);
 
 typedef struct {
-  uint64_t keys, bytes, conns, commits, rev;
+  uint64_t keys, bytes, conns, commits, rev, ckpt_rev, log_pending;
   int ready, writes_failed;
 } kv_metrics_gauges_t;
 

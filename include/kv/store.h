@@ -23,6 +23,7 @@
 #include "kv/image.h"
 #include "kv/map.h"
 #include "kv/metrics.h"
+#include "kv/revlog.h"
 #include "kv/slice.h"
 
 typedef struct kv_write kv_write_t;
@@ -54,36 +55,70 @@ struct kv_image_wait {
   kv_image_cb done;
 };
 
+/* A write applied to the map and logged, waiting to be checkpointed into
+ * LMDB.  It holds a reference on its record (PUT) or a copy of its key
+ * (DEL), so op's slices stay valid. */
+typedef struct {
+  kv_op_t op;
+  kv_rec_t *rec;
+  char *key;
+  uint64_t bytes; /* what it takes in the log */
+} kv_ckq_t;
+
 typedef struct kv_store {
   uv_loop_t *loop;
   char *dir;
   kv_map_t *map;
   kv_ckpt_t *ckpt;
+  kv_revlog_t *log;
   uint64_t rev;   /* the last revision applied to the map */
   uint64_t commits; /* batches committed */
   kv_metrics_t *metrics; /* may be NULL */
-  int failed;     /* an fsync failed: writes are refused until restart */
+  int failed;     /* a log flush failed: writes are refused until restart */
 
   /* group commit (commit.c) */
   kv_write_t *pend_head, **pend_tail;
   size_t pend_n;
   kv_write_t *fly;            /* the batch being committed */
-  kv_ckpt_op_t *ops;
+  kv_op_t *ops;
   size_t ops_cap, ops_n;
   struct kv_seen *seen;       /* keys of the batch being formed */
   size_t seen_cap;
   int commit_rc;
   int commit_pre;  /* error decided before the trip to the pool */
   int committing;
-  int grow_wanted;            /* the batch in flight needs a bigger map */
   uint64_t commit_ns;         /* how long the last commit took */
   uv_work_t commit_work;
+  uv_work_t spare_work;       /* a spare log segment being made */
+  int sparing;
+  int spare_rc;
+  uint64_t spare_retry;       /* uv_now() before which none is made */
+
+  /* checkpoint (store.c): logged writes not yet in LMDB */
+  kv_ckq_t *ckq;              /* applied, waiting */
+  size_t ckq_n, ckq_cap;
+  uint64_t ckq_bytes;
+  uint64_t ckq_since;         /* uv_now() of the oldest waiting write */
+  kv_ckq_t *ck_fly;           /* in the checkpoint being written */
+  size_t ck_fly_n;
+  uint64_t ck_fly_bytes;
+  kv_op_t *ck_ops;
+  size_t ck_ops_cap;
+  uint64_t ckpt_rev;          /* the revision LMDB holds */
+  int checkpointing;
+  int ckpt_rc;
+  int ckpt_failed;            /* LMDB failed: the log is kept, no retries */
+  int ckpt_wanted;            /* someone waits for LMDB to catch up */
+  int grow_wanted;            /* the checkpoint needs a bigger map */
+  uint64_t ckpt_retry;        /* uv_now() before which none is retried */
+  uint64_t ckpt_ns;
+  uv_work_t ckpt_work;
 
   /* image (imager.c) */
   kv_image_t *image;          /* newest generation, or NULL */
   kv_image_wait_t *waiters;
   kv_ckpt_snap_t *snap;       /* snapshot of the build in progress */
-  kv_rec_t **recs;            /* or, once storage failed, the map's records */
+  kv_rec_t **recs;            /* or the map's records */
   size_t nrecs, rec_next;
   uint64_t snap_rev;
   size_t snap_hint;
@@ -138,13 +173,15 @@ void kv_store_drain(kv_store_t *s, void (*done)(kv_store_t *s));
 void kv_store_close(kv_store_t *s);
 void kv_store_free(kv_store_t *s);
 
-/* commit.c and imager.c hooks, internal to the store. */
-void kv__commit_start(kv_store_t *s);
-void kv__commit_grow(kv_store_t *s);
+/* The store's parts report to store.c, the one scheduler of the log, the
+ * checkpoint and the image.  Internal to the store. */
+void kv__store_schedule(kv_store_t *s);
+void kv__store_committed(kv_store_t *s, kv_write_t *batch, int rc);
+int kv__commit_start(kv_store_t *s, int pre);
 void kv__imager_init(kv_store_t *s);
 void kv__imager_changed(kv_store_t *s);
-void kv__imager_kick(kv_store_t *s);
+int kv__imager_start(kv_store_t *s);
+void kv__imager_fail(kv_store_t *s, int rc);
 int kv__imager_idle(kv_store_t *s);
-void kv__store_maybe_drained(kv_store_t *s);
 
 #endif

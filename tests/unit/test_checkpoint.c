@@ -107,13 +107,13 @@ static const char *listdir(const char *d, char *buf, size_t size) {
 static kv_ckpt_t *open_ok(const char *d, int flags) {
   kv_ckpt_t *c = NULL;
   char err[256];
-  int rc = kv_ckpt_open(d, KV_SYNC_NONE, flags, 0, &c, err, sizeof err);
+  int rc = kv_ckpt_open(d, flags, 0, &c, err, sizeof err);
   if (rc != 0) KV__FAIL("open %s: %d %s", d, rc, err);
   return c;
 }
 
 static void put(kv_ckpt_t *c, const char *k, const char *v) {
-  kv_ckpt_op_t op = {KV_OP_PUT, {k, strlen(k)}, {v, strlen(v)}, 1};
+  kv_op_t op = {KV_OP_PUT, {k, strlen(k)}, {v, strlen(v)}, 1, 1, 0};
   CHECK_INT(kv_ckpt_commit(c, &op, 1), 0);
 }
 
@@ -180,7 +180,7 @@ static void raw_env(const char *d, const char *dbname, const char *key,
 static void expect_refused(const char *d, int code, const char *msg) {
   kv_ckpt_t *c = (kv_ckpt_t *)1;
   char err[256];
-  CHECK_INT(kv_ckpt_open(d, KV_SYNC_NONE, 0, 0, &c, err, sizeof err), code);
+  CHECK_INT(kv_ckpt_open(d, 0, 0, &c, err, sizeof err), code);
   CHECK(c == NULL);
   CHECK_STR(err, msg);
 }
@@ -289,7 +289,7 @@ KV_TEST(garbage_data_file_is_refused, "a data.mdb that is not an LMDB file is re
   memset(junk, 'x', sizeof junk);
   CHECK_INT(fwrite(junk, 1, sizeof junk, f), sizeof junk);
   fclose(f);
-  CHECK_INT(kv_ckpt_open(d, KV_SYNC_NONE, 0, 0, &c, err, sizeof err),
+  CHECK_INT(kv_ckpt_open(d, 0, 0, &c, err, sizeof err),
             KV_ENOTKVD);
   CHECK(strncmp(err, "not a kvd data directory (data.mdb: ", 36) == 0);
   CHECK(strchr(err, '\n') == NULL && strstr(err, d) == NULL);
@@ -304,11 +304,11 @@ KV_TEST(unusable_path_fails, "a path under a regular file fails with the system 
   FILE *f = fopen(file, "w");
   CHECK(f != NULL);
   fclose(f);
-  CHECK_INT(kv_ckpt_open(file, KV_SYNC_NONE, 0, 0, &c, err, sizeof err),
+  CHECK_INT(kv_ckpt_open(file, 0, 0, &c, err, sizeof err),
             KV_ESTORE);
   CHECK_STR(err, "cannot open: Not a directory");
   snprintf(sub, sizeof sub, "%s/x", file);
-  CHECK_INT(kv_ckpt_open(sub, KV_SYNC_NONE, 0, 0, &c, err, sizeof err),
+  CHECK_INT(kv_ckpt_open(sub, 0, 0, &c, err, sizeof err),
             KV_ESTORE);
   CHECK_STR(err, "cannot open: Not a directory");
   rmtree(d);
@@ -318,17 +318,17 @@ KV_TEST(unusable_path_fails, "a path under a regular file fails with the system 
 KV_TEST(batch_applies_in_order, "a batch applies its ops in order and a snapshot sees exact bytes") {
   char *d = tmpdir();
   kv_ckpt_t *c = open_ok(d, 0);
-  kv_ckpt_op_t ops[] = {
-      {KV_OP_PUT, {"a", 1}, {"first", 5}, 2},
-      {KV_OP_PUT, {"b", 1}, {"bee", 3}, 3},
-      {KV_OP_PUT, {"a", 1}, {"second", 6}, 4},
-      {KV_OP_DEL, {"b", 1}, {NULL, 0}, 5},
-      {KV_OP_DEL, {"missing", 7}, {NULL, 0}, 6},
-      {KV_OP_PUT, {"c\xc3\xa9", 3}, {"x\ny", 3}, 7},
-      {KV_OP_PUT, {"B", 1}, {"upper", 5}, 8},
-      {KV_OP_PUT, {"ab", 2}, {"longer", 6}, 9},
-      {KV_OP_DEL, {"B", 1}, {NULL, 0}, 10},
-      {KV_OP_PUT, {"B", 1}, {"again", 5}, 11},
+  kv_op_t ops[] = {
+      {KV_OP_PUT, {"a", 1}, {"first", 5}, 2, 2, 0},
+      {KV_OP_PUT, {"b", 1}, {"bee", 3}, 3, 3, 0},
+      {KV_OP_PUT, {"a", 1}, {"second", 6}, 4, 4, 0},
+      {KV_OP_DEL, {"b", 1}, {NULL, 0}, 5, 5, 0},
+      {KV_OP_DEL, {"missing", 7}, {NULL, 0}, 6, 6, 0},
+      {KV_OP_PUT, {"c\xc3\xa9", 3}, {"x\ny", 3}, 7, 7, 0},
+      {KV_OP_PUT, {"B", 1}, {"upper", 5}, 8, 8, 0},
+      {KV_OP_PUT, {"ab", 2}, {"longer", 6}, 9, 9, 0},
+      {KV_OP_DEL, {"B", 1}, {NULL, 0}, 10, 10, 0},
+      {KV_OP_PUT, {"B", 1}, {"again", 5}, 11, 11, 0},
   };
   static const rec_t want[] = {R("B", "again"), R("a", "second"),
                                R("ab", "longer"), R("c\xc3\xa9", "x\ny")};
@@ -347,10 +347,10 @@ KV_TEST(failed_batch_applies_nothing, "a batch with an oversized key fails and n
   char *d = tmpdir();
   kv_ckpt_t *c = open_ok(d, 0);
   static char big[512];
-  kv_ckpt_op_t ops[] = {
-      {KV_OP_PUT, {"x", 1}, {"1", 1}, 12},
-      {KV_OP_DEL, {"keep", 4}, {NULL, 0}, 13},
-      {KV_OP_PUT, {big, sizeof big}, {"2", 1}, 14},
+  kv_op_t ops[] = {
+      {KV_OP_PUT, {"x", 1}, {"1", 1}, 12, 12, 0},
+      {KV_OP_DEL, {"keep", 4}, {NULL, 0}, 13, 13, 0},
+      {KV_OP_PUT, {big, sizeof big}, {"2", 1}, 14, 14, 0},
   };
   static const rec_t want[] = {R("keep", "me")};
   memset(big, 'k', sizeof big);
@@ -420,11 +420,11 @@ KV_TEST(snapshot_is_consistent, "a snapshot ignores later commits and its slices
 KV_TEST(empty_and_nul_values, "empty values and values with NUL bytes round-trip exactly") {
   char *d = tmpdir();
   kv_ckpt_t *c = open_ok(d, 0);
-  kv_ckpt_op_t ops[] = {
-      {KV_OP_PUT, {"e", 1}, {NULL, 0}, 15},
-      {KV_OP_PUT, {"f", 1}, {"", 0}, 16},
-      {KV_OP_PUT, {"n", 1}, {"\0a\0\0b\0", 6}, 17},
-      {KV_OP_PUT, {"k\0z", 3}, {"\0", 1}, 18},
+  kv_op_t ops[] = {
+      {KV_OP_PUT, {"e", 1}, {NULL, 0}, 15, 15, 0},
+      {KV_OP_PUT, {"f", 1}, {"", 0}, 16, 16, 0},
+      {KV_OP_PUT, {"n", 1}, {"\0a\0\0b\0", 6}, 17, 17, 0},
+      {KV_OP_PUT, {"k\0z", 3}, {"\0", 1}, 18, 18, 0},
   };
   static const rec_t want[] = {R("e", ""), R("f", ""), R("k\0z", "\0"),
                                R("n", "\0a\0\0b\0")};
@@ -442,7 +442,7 @@ KV_TEST(readonly_without_lock_creates_nothing, "a read-only open of a dir withou
   char *d = tmpdir(), before[256], after[256];
   kv_ckpt_t *c = open_ok(d, 0);
   static const rec_t want[] = {R("k", "v")};
-  kv_ckpt_op_t del = {KV_OP_DEL, {"k", 1}, {NULL, 0}, 19};
+  kv_op_t del = {KV_OP_DEL, {"k", 1}, {NULL, 0}, 19, 19, 0};
   struct stat st1, st2;
   put(c, "k", "v");
   kv_ckpt_close(c);
@@ -487,11 +487,11 @@ KV_TEST(readonly_keeps_lock_file, "a read-only open reuses lock.mdb and keeps it
 KV_TEST(readonly_missing_dir, "a read-only open of a missing or empty dir fails and creates nothing") {
   char *base = tmpdir(), *d = path_in(base, "nope"), err[256], ls[64];
   kv_ckpt_t *c;
-  CHECK_INT(kv_ckpt_open(d, KV_SYNC_NONE, KV_CKPT_READONLY, 0, &c, err,
+  CHECK_INT(kv_ckpt_open(d, KV_CKPT_READONLY, 0, &c, err,
                          sizeof err), KV_ESTORE);
   CHECK_STR(err, "cannot open: No such file or directory");
   CHECK(!exists(d));
-  CHECK_INT(kv_ckpt_open(base, KV_SYNC_NONE, KV_CKPT_READONLY, 0, &c, err,
+  CHECK_INT(kv_ckpt_open(base, KV_CKPT_READONLY, 0, &c, err,
                          sizeof err), KV_ENOTKVD);
   CHECK_STR(err, "not a kvd data directory (it is empty)");
   CHECK_STR(listdir(base, ls, sizeof ls), "");
@@ -567,7 +567,7 @@ KV_TEST(full_disk_is_enospace, "a commit that overflows the disk fails with KV_E
   memset(val, 'v', sizeof val);
   for (i = 0; i < 64 && rc == 0; i++) {
     char key[16];
-    kv_ckpt_op_t op = {KV_OP_PUT, {key, 0}, {val, sizeof val}, 20};
+    kv_op_t op = {KV_OP_PUT, {key, 0}, {val, sizeof val}, 20, 20, 0};
     op.key.len = (size_t)snprintf(key, sizeof key, "big%02d", i);
     rc = kv_ckpt_commit(c, &op, 1);
   }

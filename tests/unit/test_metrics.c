@@ -165,6 +165,27 @@ static const char fixture_text[] =
     "# HELP kvd_revision The store's revision: the last write applied.\n"
     "# TYPE kvd_revision gauge\n"
     "kvd_revision 9\n"
+    "# HELP kvd_checkpoint_revision The revision the LMDB checkpoint holds.\n"
+    "# TYPE kvd_checkpoint_revision gauge\n"
+    "kvd_checkpoint_revision 8\n"
+    "# HELP kvd_log_pending_bytes Log bytes not yet checkpointed into LMDB.\n"
+    "# TYPE kvd_log_pending_bytes gauge\n"
+    "kvd_log_pending_bytes 96\n"
+    "# HELP kvd_checkpoint_duration_seconds Time to write one checkpoint and "
+    "trim the log.\n"
+    "# TYPE kvd_checkpoint_duration_seconds histogram\n"
+    "kvd_checkpoint_duration_seconds_bucket{le=\"0.01\"} 0\n"
+    "kvd_checkpoint_duration_seconds_bucket{le=\"0.05\"} 0\n"
+    "kvd_checkpoint_duration_seconds_bucket{le=\"0.1\"} 0\n"
+    "kvd_checkpoint_duration_seconds_bucket{le=\"0.25\"} 1\n"
+    "kvd_checkpoint_duration_seconds_bucket{le=\"0.5\"} 1\n"
+    "kvd_checkpoint_duration_seconds_bucket{le=\"1\"} 1\n"
+    "kvd_checkpoint_duration_seconds_bucket{le=\"2.5\"} 1\n"
+    "kvd_checkpoint_duration_seconds_bucket{le=\"5\"} 1\n"
+    "kvd_checkpoint_duration_seconds_bucket{le=\"10\"} 1\n"
+    "kvd_checkpoint_duration_seconds_bucket{le=\"+Inf\"} 1\n"
+    "kvd_checkpoint_duration_seconds_sum 0.25\n"
+    "kvd_checkpoint_duration_seconds_count 1\n"
     "# HELP kvd_image_build_duration_seconds Time to build one JSON image.\n"
     "# TYPE kvd_image_build_duration_seconds histogram\n"
     "kvd_image_build_duration_seconds_bucket{le=\"0.01\"} 0\n"
@@ -203,7 +224,8 @@ static const char fixture_text[] =
 KV_TEST(render_exact, "a small fixture renders to exactly the expected exposition text") {
   kv_metrics_t m;
   kv_metrics_gauges_t g = {.keys = 2, .bytes = 10, .conns = 1, .commits = 7,
-                           .rev = 9, .ready = 1, .writes_failed = 0};
+                           .rev = 9, .ckpt_rev = 8, .log_pending = 96,
+                           .ready = 1, .writes_failed = 0};
   char *text;
   kv_metrics_init(&m);
   kv_metrics_request(&m, HTTP_GET, 200, 0.00005);  /* le 0.0001 */
@@ -216,6 +238,7 @@ KV_TEST(render_exact, "a small fixture renders to exactly the expected expositio
   kv_hist_observe(&m.batch, 2048); /* +Inf */
   kv_hist_observe(&m.commit, 0.0007);
   kv_hist_observe(&m.image, 0.02);
+  kv_hist_observe(&m.checkpoint, 0.25);
   m.image_bytes = 123;
   m.conns_accepted = 5;
   m.conns_refused = 1;
