@@ -188,8 +188,13 @@ static int write_all(int fd, const void *buf, size_t len, uint64_t off) {
   return 0;
 }
 
+/* Writes zeros a page at a time.  Linux sizes page-cache folios by the
+ * writes that create them: a segment zero-filled in 64 KiB writes would
+ * flush 64 KiB at every commit that dirties a few bytes of it (measured
+ * with /proc/PID/io: 65 KB written per 64-byte record), against 4 KiB
+ * after page-sized writes. */
 static int zero_range(int fd, uint64_t off, uint64_t len) {
-  static const char zeros[64 * 1024];
+  static const char zeros[4096];
   while (len > 0) {
     size_t n = len < sizeof zeros ? (size_t)len : sizeof zeros;
     int e = write_all(fd, zeros, n, off);

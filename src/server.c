@@ -287,16 +287,8 @@ int kv_server_main(int argc, char **argv) {
     rc = 1;
     goto out;
   }
-  rc = listen_on(srv);
-  if (rc != 0) {
-    kv_log_error("cannot listen on %s:%d: %s", srv->cfg.host, srv->cfg.port,
-                 uv_strerror(rc));
-    kv_store_close(srv->store);
-    uv_close((uv_handle_t *)&srv->listener, NULL);
-    uv_run(srv->loop, UV_RUN_DEFAULT);
-    rc = 1;
-    goto out;
-  }
+  /* Signals are handled before the "listening" line: whoever waits for
+   * it may send SIGTERM at once. */
   uv_signal_init(srv->loop, &srv->sigterm);
   uv_signal_init(srv->loop, &srv->sigint);
   srv->sigterm.data = srv->sigint.data = srv;
@@ -305,6 +297,19 @@ int kv_server_main(int argc, char **argv) {
   uv_signal_init(srv->loop, &srv->sighup);
   srv->sighup.data = srv;
   uv_signal_start(&srv->sighup, on_hup, SIGHUP);
+  rc = listen_on(srv);
+  if (rc != 0) {
+    kv_log_error("cannot listen on %s:%d: %s", srv->cfg.host, srv->cfg.port,
+                 uv_strerror(rc));
+    kv_store_close(srv->store);
+    uv_close((uv_handle_t *)&srv->listener, NULL);
+    uv_close((uv_handle_t *)&srv->sigterm, NULL);
+    uv_close((uv_handle_t *)&srv->sigint, NULL);
+    uv_close((uv_handle_t *)&srv->sighup, NULL);
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+    rc = 1;
+    goto out;
+  }
   uv_timer_init(srv->loop, &srv->sweep);
   uv_timer_init(srv->loop, &srv->deadline);
   srv->sweep.data = srv->deadline.data = srv;
