@@ -1,16 +1,21 @@
-/* store.h - the listener's view of the data: map, checkpoint, image.
+/* store.h - the listener's view of the data: map, log, checkpoint, image.
  *
  * The store lives on the listener thread.  Reads come from the in-memory
  * map.  Writes go through the group commit (commit.c): writes that arrive
- * while a commit is running wait in a pending batch; one LMDB transaction
- * commits a whole batch on a worker thread; only after it is durable is the
- * batch applied to the map and each write told its outcome.  A failed
- * commit fails the whole batch and leaves the map as it was.  So the map
- * only ever holds durable data, and every acknowledged write is on disk.
+ * while a commit is running wait in a pending batch; the whole batch is
+ * numbered and appended to the revision log (revlog.c) with one write and
+ * one fdatasync on a worker thread; only after it is durable is the batch
+ * applied to the map and each write told its outcome.  A failed commit
+ * fails the whole batch and leaves the map as it was.  So the map only
+ * ever holds durable data, and every acknowledged write is on disk.
  *
- * The JSON image (imager.c) is rebuilt on a worker thread from an LMDB
- * snapshot taken while the map and LMDB agree, only when a client asks for
- * a fresher one than exists, or a while after writes stop.
+ * Logged writes wait in a queue until a checkpoint applies them to LMDB
+ * (checkpoint.c) in one synced transaction on a worker, after which the
+ * log segments they came from are removed.  The JSON image (imager.c) is
+ * rebuilt on a worker thread from an LMDB snapshot once a checkpoint has
+ * caught up with what it must show, only when a client asks for a fresher
+ * one than exists, or a while after writes stop.  store.c alone decides
+ * what runs next.
  */
 #ifndef KV_STORE_H
 #define KV_STORE_H
