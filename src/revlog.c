@@ -566,9 +566,11 @@ static int replay_seg(replay_t *r, size_t i, const unsigned char *m,
       *bad = off;
       break;
     }
+    /* Revisions the checkpoint holds may be missing: a reader can list
+     * the log while a checkpoint removes segments (see list_segments). */
     if ((off == SEG_HDR && op.rev != s->first) ||
-        (r->prev && op.rev != r->prev + 1) ||
-        (!r->prev && op.rev > r->after + 1)) {
+        (r->prev && op.rev <= r->prev) ||
+        op.rev > (r->prev > r->after ? r->prev : r->after) + 1) {
       errf(r->err, r->errlen,
            "%s/%s: revision %" PRIu64 " at offset %" PRIu64 " follows %"
            PRIu64 " (the checkpoint holds %" PRIu64 "): the log has a gap",
@@ -638,7 +640,7 @@ int kv_revlog_replay(kv_revlog_t *l, uint64_t after, kv_revlog_fn fn,
   *last = after;
   for (size_t i = 0; i < l->nsegs && rc == 0; i++) {
     const unsigned char *m = NULL;
-    uint64_t bad = 0, end = SEG_HDR, lrev = 0, later = 0;
+    uint64_t bad = 0, end = SEG_HDR, lrev = 0, later = 0, want;
     char name[32];
     int fd, e, hdr_ok;
 
@@ -652,9 +654,12 @@ int kv_revlog_replay(kv_revlog_t *l, uint64_t after, kv_revlog_fn fn,
     if (hdr_ok) rc = replay_seg(&r, i, m, &bad, &end);
     if (rc == 0 && (!hdr_ok || bad)) {
       /* Torn, or damaged?  Damaged if a later batch was written after
-       * it: a batch is written only once the one before was flushed. */
-      if (hdr_ok) later = later_batch(m, l->segs[i].size, bad, r.prev + 1,
-                                      &lrev);
+       * it: a batch is written only once the one before was flushed.  A
+       * segment's first record, like its header, belongs to the batch
+       * that made the segment, whose first revision names it. */
+      want = hdr_ok && bad != SEG_HDR ? r.prev + 1 : l->segs[i].first;
+      if (m) later = later_batch(m, l->segs[i].size,
+                                 hdr_ok ? bad : SEG_HDR - 8, want, &lrev);
       for (size_t j = i + 1; !later && j < l->nsegs; j++)
         if ((lrev = seg_first_rev(l, j)) != 0) later = SEG_HDR;
       if (later) {
@@ -663,7 +668,7 @@ int kv_revlog_replay(kv_revlog_t *l, uint64_t after, kv_revlog_fn fn,
              " expected) with revision %" PRIu64 " written after it; "
              "restore the data directory from a backup",
              l->dir, name, hdr_ok ? "record" : "segment header",
-             hdr_ok ? bad : 0, r.prev + 1, lrev);
+             hdr_ok ? bad : 0, want, lrev);
         rc = KV_ECORRUPT;
       } else if (!l->readonly && hdr_ok) {
         e = zero_tail(l, fd, m, l->segs[i].size, bad);
