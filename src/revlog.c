@@ -54,6 +54,7 @@ struct kv_revlog {
   int spare_ready;    /* SPARE_NAME is zero-filled and synced */
   uint64_t spare_size;
   int preparing;
+  int switching;      /* seg_switch runs: the list lacks the new segment */
   /* Owned by the appending thread: */
   int fd;        /* the last segment, or -1 before the first append */
   uint64_t off;  /* where the next record goes */
@@ -252,7 +253,7 @@ static uint64_t next_size(const kv_revlog_t *l) {
   return size < l->seg_size ? size : l->seg_size;
 }
 
-static int seg_switch(kv_revlog_t *l, uint64_t first, uint64_t need) {
+static int seg_switch_(kv_revlog_t *l, uint64_t first, uint64_t need) {
   char name[32];
   uint64_t size;
   int use_spare, fd, e;
@@ -263,6 +264,11 @@ static int seg_switch(kv_revlog_t *l, uint64_t first, uint64_t need) {
   if (need + SEG_HDR > size) size = (need + SEG_HDR + 4095) & ~(uint64_t)4095;
   use_spare = l->spare_ready && l->spare_size == size;
   if (use_spare) l->spare_ready = 0;
+  /* Until the new segment is listed, kv_revlog_wants_spare would see the
+   * old one full and start a spare, whose O_TRUNC open of SPARE_NAME may
+   * come before the rename below: it would zero-fill the new segment and
+   * report a spare that is gone. */
+  l->switching = 1;
   pthread_mutex_unlock(&l->mu);
   if (use_spare)
     e = renameat(l->dirfd, SPARE_NAME, l->dirfd, name) == 0 ? 0 : errno;
@@ -287,6 +293,14 @@ static int seg_switch(kv_revlog_t *l, uint64_t first, uint64_t need) {
   l->fd = fd;
   l->off = SEG_HDR;
   return 0;
+}
+
+static int seg_switch(kv_revlog_t *l, uint64_t first, uint64_t need) {
+  int rc = seg_switch_(l, first, need);
+  pthread_mutex_lock(&l->mu);
+  l->switching = 0;
+  pthread_mutex_unlock(&l->mu);
+  return rc;
 }
 
 /* ---- appending ----------------------------------------------------------- */
@@ -324,8 +338,8 @@ int kv_revlog_append(kv_revlog_t *l, const kv_op_t *ops, size_t n) {
     kv_log_error("%s: log write failed: %s", l->dir, strerror(e));
     return KV_EIO;
   }
-  l->off += total;
   pthread_mutex_lock(&l->mu);
+  l->off += total; /* kv_revlog_wants_spare reads it */
   l->segs[l->nsegs - 1].last = ops[n - 1].rev;
   pthread_mutex_unlock(&l->mu);
   return 0;
@@ -334,7 +348,8 @@ int kv_revlog_append(kv_revlog_t *l, const kv_op_t *ops, size_t n) {
 int kv_revlog_wants_spare(kv_revlog_t *l) {
   int want;
   pthread_mutex_lock(&l->mu);
-  want = !l->readonly && !l->spare_ready && !l->preparing && l->fd >= 0 &&
+  want = !l->readonly && !l->spare_ready && !l->preparing && !l->switching &&
+         l->fd >= 0 &&
          l->nsegs && l->off > l->segs[l->nsegs - 1].size / 2;
   if (want) {
     l->preparing = 1;

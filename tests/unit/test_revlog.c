@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -1178,5 +1180,58 @@ KV_TEST(readonly_hole_covered_by_checkpoint, "a replay accepts a missing segment
     CHECK(strstr(err, "the log has a gap") != NULL);
     kv_revlog_close(l);
   }
+  finish(d);
+}
+
+/* The store's spare worker: makes a spare whenever the log wants one. */
+typedef struct {
+  kv_revlog_t *l;
+  volatile int stop;
+  int made, failed;
+} sparer_t;
+
+static void *sparer(void *arg) {
+  sparer_t *s = arg;
+  while (!s->stop) {
+    if (!kv_revlog_wants_spare(s->l)) {
+      sched_yield();
+      continue;
+    }
+    if (kv_revlog_prepare(s->l) != 0) s->failed++;
+    else s->made++;
+  }
+  return NULL;
+}
+
+KV_TEST(spares_race_switches, "spares made on another thread while batches switch segments never fail an append or touch a segment") {
+  char *d;
+  kv_revlog_t *l;
+  sparer_t sp = {0};
+  pthread_t t;
+  uint64_t rev = 1;
+  start(&d);
+  l = open_log(d, K64, 0);
+  replay_ok(l, 0, 0);
+  sp.l = l;
+  CHECK_INT(pthread_create(&t, NULL, sparer, &sp), 0);
+  /* About 200 switches, each one racing the sparer. */
+  for (int b = 0; b < 1200; b++) {
+    size_t n = (size_t)(b % 4) + 1;
+    int rc = append_puts(l, rev, n, 2000 + (size_t)(b % 5) * 300);
+    if (rc != 0) {
+      sp.stop = 1;
+      pthread_join(t, NULL);
+      KV__FAIL("append of batch %d (revision %" PRIu64 ") failed: %d; log: %s", b, rev, rc,
+               ls_log(d));
+    }
+    rev += n;
+    if (b % 2) usleep(50); /* give the sparer its turns on a busy machine */
+  }
+  sp.stop = 1;
+  CHECK_INT(pthread_join(t, NULL), 0);
+  CHECK_INT(sp.failed, 0);
+  CHECK(sp.made > 10);
+  kv_revlog_close(l);
+  reopen_expect(d, K64, rev - 1);
   finish(d);
 }
