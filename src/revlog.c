@@ -656,6 +656,7 @@ int kv_revlog_replay(kv_revlog_t *l, uint64_t after, kv_revlog_fn fn,
   for (size_t i = 0; i < l->nsegs && rc == 0; i++) {
     const unsigned char *m = NULL;
     uint64_t bad = 0, end = SEG_HDR, lrev = 0, later = 0, want;
+    kv_op_t lop;
     char name[32];
     int fd, e, hdr_ok;
 
@@ -677,6 +678,13 @@ int kv_revlog_replay(kv_revlog_t *l, uint64_t after, kv_revlog_fn fn,
                                  hdr_ok ? bad : SEG_HDR - 8, want, &lrev);
       for (size_t j = i + 1; !later && j < l->nsegs; j++)
         if ((lrev = seg_first_rev(l, j)) != 0) later = SEG_HDR;
+      /* A reader may have looked while kvd was writing the record or the
+       * header, and found the later batch written since.  If it is whole
+       * now, it was never damaged: this reader's view ends before it. */
+      if (later && l->readonly && m &&
+          (hdr_ok ? rec_parse(m + bad, l->segs[i].size - bad, &lop) > 0
+                  : seg_header_ok(m, l->segs[i].size, l->segs[i].first)))
+        later = 0;
       if (later) {
         errf(err, errlen,
              "%s/%s: damaged %s at offset %" PRIu64 " (revision %" PRIu64

@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -1233,5 +1234,79 @@ KV_TEST(spares_race_switches, "spares made on another thread while batches switc
   CHECK(sp.made > 10);
   kv_revlog_close(l);
   reopen_expect(d, K64, rev - 1);
+  finish(d);
+}
+
+/* kvd's side of a live kvdump: appends batches of 1-3 records of 6-20 KB
+ * to 64 KiB segments and, like a checkpoint, publishes a revision as held
+ * elsewhere before trimming up to it. */
+typedef struct {
+  kv_revlog_t *l;
+  volatile int stop;
+  _Atomic uint64_t acked, held;
+  int rc;
+} live_t;
+
+static void *live_writer(void *arg) {
+  live_t *w = arg;
+  static char val[20000], keys[3][16];
+  uint64_t rev = 1;
+  memset(val, 'v', sizeof val);
+  for (int b = 0; b < 100000 && !w->stop; b++) {
+    kv_op_t ops[3];
+    size_t n = (size_t)(b % 3) + 1;
+    for (size_t i = 0; i < n; i++) {
+      int kl = snprintf(keys[i], sizeof keys[i], "k%d", (int)((rev + i) % 50));
+      ops[i] = (kv_op_t){KV_OP_PUT, {keys[i], (size_t)kl},
+                         {val, 6000 + (size_t)((rev + i) * 7919 % 14000)}, rev + i, rev, 0};
+    }
+    if ((w->rc = kv_revlog_append(w->l, ops, n)) != 0) break;
+    rev += n;
+    w->acked = rev - 1;
+    if (b % 3 == 2 && rev > 4) {
+      w->held = rev - 1 - 3;
+      if ((w->rc = kv_revlog_trim(w->l, rev - 1 - 3)) != 0) break;
+    }
+  }
+  return NULL;
+}
+
+static int count_op(void *ctx, const kv_op_t *op) {
+  (void)op;
+  ++*(uint64_t *)ctx;
+  return 0;
+}
+
+KV_TEST(readonly_replay_while_writing, "a read-only replay while another handle appends and trims succeeds and shows every append that returned before it opened") {
+  char *d, err[512];
+  kv_revlog_t *l;
+  live_t w = {0};
+  pthread_t t;
+  uint64_t t0;
+  int runs = 0;
+  start(&d);
+  w.l = open_log(d, K64, 0);
+  replay_ok(w.l, 0, 0);
+  CHECK_INT(pthread_create(&t, NULL, live_writer, &w), 0);
+  for (t0 = (uint64_t)time(NULL); (uint64_t)time(NULL) - t0 < 3 && runs < 20000; runs++) {
+    uint64_t acked = w.acked, after, last, n = 0;
+    int rc;
+    l = open_log(d, K64, 1); /* lists and pins the segments */
+    after = w.held;          /* then the snapshot: what is held elsewhere */
+    rc = kv_revlog_replay(l, after, count_op, &n, &last, err, sizeof err);
+    kv_revlog_close(l);
+    if (rc != 0 || last < acked || n != last - after) {
+      w.stop = 1;
+      pthread_join(t, NULL);
+      KV__FAIL("replay %d after %" PRIu64 ": %d %s; last %" PRIu64 ", %" PRIu64
+               " acknowledged before it, %" PRIu64 " records", runs, after, rc, err, last,
+               acked, n);
+    }
+  }
+  w.stop = 1;
+  CHECK_INT(pthread_join(t, NULL), 0);
+  CHECK_INT(w.rc, 0);
+  CHECK(runs > 100 && w.acked > 1000);
+  kv_revlog_close(w.l);
   finish(d);
 }
