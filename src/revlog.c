@@ -54,6 +54,7 @@ struct kv_revlog {
   int spare_ready;    /* SPARE_NAME is zero-filled and synced */
   uint64_t spare_size;
   int preparing;
+  int switching;      /* seg_switch runs: the list lacks the new segment */
   /* Owned by the appending thread: */
   int fd;        /* the last segment, or -1 before the first append */
   uint64_t off;  /* where the next record goes */
@@ -257,7 +258,7 @@ static uint64_t next_size(const kv_revlog_t *l) {
   return size < l->seg_size ? size : l->seg_size;
 }
 
-static int seg_switch(kv_revlog_t *l, uint64_t first, uint64_t need) {
+static int seg_switch_(kv_revlog_t *l, uint64_t first, uint64_t need) {
   char name[32];
   uint64_t size;
   int use_spare, fd, e;
@@ -268,6 +269,11 @@ static int seg_switch(kv_revlog_t *l, uint64_t first, uint64_t need) {
   if (need + SEG_HDR > size) size = (need + SEG_HDR + 4095) & ~(uint64_t)4095;
   use_spare = l->spare_ready && l->spare_size == size;
   if (use_spare) l->spare_ready = 0;
+  /* Until the new segment is listed, kv_revlog_wants_spare would see the
+   * old one full and start a spare, whose O_TRUNC open of SPARE_NAME may
+   * come before the rename below: it would zero-fill the new segment and
+   * report a spare that is gone. */
+  l->switching = 1;
   pthread_mutex_unlock(&l->mu);
   if (use_spare)
     e = renameat(l->dirfd, SPARE_NAME, l->dirfd, name) == 0 ? 0 : errno;
@@ -292,6 +298,14 @@ static int seg_switch(kv_revlog_t *l, uint64_t first, uint64_t need) {
   l->fd = fd;
   l->off = SEG_HDR;
   return 0;
+}
+
+static int seg_switch(kv_revlog_t *l, uint64_t first, uint64_t need) {
+  int rc = seg_switch_(l, first, need);
+  pthread_mutex_lock(&l->mu);
+  l->switching = 0;
+  pthread_mutex_unlock(&l->mu);
+  return rc;
 }
 
 /* ---- appending ----------------------------------------------------------- */
@@ -329,8 +343,8 @@ int kv_revlog_append(kv_revlog_t *l, const kv_op_t *ops, size_t n) {
     kv_log_error("%s: log write failed: %s", l->dir, strerror(e));
     return KV_EIO;
   }
-  l->off += total;
   pthread_mutex_lock(&l->mu);
+  l->off += total; /* kv_revlog_wants_spare reads it */
   l->segs[l->nsegs - 1].last = ops[n - 1].rev;
   pthread_mutex_unlock(&l->mu);
   return 0;
@@ -339,7 +353,8 @@ int kv_revlog_append(kv_revlog_t *l, const kv_op_t *ops, size_t n) {
 int kv_revlog_wants_spare(kv_revlog_t *l) {
   int want;
   pthread_mutex_lock(&l->mu);
-  want = !l->readonly && !l->spare_ready && !l->preparing && l->fd >= 0 &&
+  want = !l->readonly && !l->spare_ready && !l->preparing && !l->switching &&
+         l->fd >= 0 &&
          l->nsegs && l->off > l->segs[l->nsegs - 1].size / 2;
   if (want) {
     l->preparing = 1;
@@ -571,9 +586,11 @@ static int replay_seg(replay_t *r, size_t i, const unsigned char *m,
       *bad = off;
       break;
     }
+    /* Revisions the checkpoint holds may be missing: a reader can list
+     * the log while a checkpoint removes segments (see list_segments). */
     if ((off == SEG_HDR && op.rev != s->first) ||
-        (r->prev && op.rev != r->prev + 1) ||
-        (!r->prev && op.rev > r->after + 1)) {
+        (r->prev && op.rev <= r->prev) ||
+        op.rev > (r->prev > r->after ? r->prev : r->after) + 1) {
       errf(r->err, r->errlen,
            "%s/%s: revision %" PRIu64 " at offset %" PRIu64 " follows %"
            PRIu64 " (the checkpoint holds %" PRIu64 "): the log has a gap",
@@ -643,7 +660,8 @@ int kv_revlog_replay(kv_revlog_t *l, uint64_t after, kv_revlog_fn fn,
   *last = after;
   for (size_t i = 0; i < l->nsegs && rc == 0; i++) {
     const unsigned char *m = NULL;
-    uint64_t bad = 0, end = SEG_HDR, lrev = 0, later = 0;
+    uint64_t bad = 0, end = SEG_HDR, lrev = 0, later = 0, want;
+    kv_op_t lop;
     char name[32];
     int fd, e, hdr_ok;
 
@@ -657,18 +675,28 @@ int kv_revlog_replay(kv_revlog_t *l, uint64_t after, kv_revlog_fn fn,
     if (hdr_ok) rc = replay_seg(&r, i, m, &bad, &end);
     if (rc == 0 && (!hdr_ok || bad)) {
       /* Torn, or damaged?  Damaged if a later batch was written after
-       * it: a batch is written only once the one before was flushed. */
-      if (hdr_ok) later = later_batch(m, l->segs[i].size, bad, r.prev + 1,
-                                      &lrev);
+       * it: a batch is written only once the one before was flushed.  A
+       * segment's first record, like its header, belongs to the batch
+       * that made the segment, whose first revision names it. */
+      want = hdr_ok && bad != SEG_HDR ? r.prev + 1 : l->segs[i].first;
+      if (m) later = later_batch(m, l->segs[i].size,
+                                 hdr_ok ? bad : SEG_HDR - 8, want, &lrev);
       for (size_t j = i + 1; !later && j < l->nsegs; j++)
         if ((lrev = seg_first_rev(l, j)) != 0) later = SEG_HDR;
+      /* A reader may have looked while kvd was writing the record or the
+       * header, and found the later batch written since.  If it is whole
+       * now, it was never damaged: this reader's view ends before it. */
+      if (later && l->readonly && m &&
+          (hdr_ok ? rec_parse(m + bad, l->segs[i].size - bad, &lop) > 0
+                  : seg_header_ok(m, l->segs[i].size, l->segs[i].first)))
+        later = 0;
       if (later) {
         errf(err, errlen,
              "%s/%s: damaged %s at offset %" PRIu64 " (revision %" PRIu64
              " expected) with revision %" PRIu64 " written after it; "
              "restore the data directory from a backup",
              l->dir, name, hdr_ok ? "record" : "segment header",
-             hdr_ok ? bad : 0, r.prev + 1, lrev);
+             hdr_ok ? bad : 0, want, lrev);
         rc = KV_ECORRUPT;
       } else if (!l->readonly && hdr_ok) {
         e = zero_tail(l, fd, m, l->segs[i].size, bad);
