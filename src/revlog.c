@@ -261,20 +261,24 @@ static uint64_t next_size(const kv_revlog_t *l) {
 static int seg_switch_(kv_revlog_t *l, uint64_t first, uint64_t need) {
   char name[32];
   uint64_t size;
-  int use_spare, fd, e;
+  int use_spare, discard, fd, e;
 
   seg_name(name, sizeof name, first);
   pthread_mutex_lock(&l->mu);
   size = next_size(l);
   if (need + SEG_HDR > size) size = (need + SEG_HDR + 4095) & ~(uint64_t)4095;
   use_spare = l->spare_ready && l->spare_size == size;
-  if (use_spare) l->spare_ready = 0;
+  /* A spare of another size (this batch needed a bigger segment) would
+   * never be used, and no other made: drop it, so the next is made. */
+  discard = l->spare_ready && !use_spare;
+  l->spare_ready = 0;
   /* Until the new segment is listed, kv_revlog_wants_spare would see the
    * old one full and start a spare, whose O_TRUNC open of SPARE_NAME may
    * come before the rename below: it would zero-fill the new segment and
    * report a spare that is gone. */
   l->switching = 1;
   pthread_mutex_unlock(&l->mu);
+  if (discard) unlinkat(l->dirfd, SPARE_NAME, 0);
   if (use_spare)
     e = renameat(l->dirfd, SPARE_NAME, l->dirfd, name) == 0 ? 0 : errno;
   else
@@ -543,6 +547,7 @@ static uint64_t later_batch(const unsigned char *m, uint64_t size,
                             uint64_t off, uint64_t want, uint64_t *rev) {
   for (uint64_t o = off + 8; o + REC_HDR <= size; o += 8) {
     kv_op_t op;
+    if (get64(m + o) == 0) continue; /* the common case: zeros */
     if (rec_parse(m + o, size - o, &op) > 0 && op.batch > want) {
       *rev = op.rev;
       return o;
@@ -673,6 +678,28 @@ int kv_revlog_replay(kv_revlog_t *l, uint64_t after, kv_revlog_fn fn,
     }
     hdr_ok = m && seg_header_ok(m, l->segs[i].size, l->segs[i].first);
     if (hdr_ok) rc = replay_seg(&r, i, m, &bad, &end);
+    if (rc == 0 && hdr_ok && !bad && m) {
+      /* The data ends at zeros.  A later batch past them means
+       * acknowledged records were zeroed: damage.  Anything else past
+       * them in the last segment is what a torn batch left behind. */
+      later = later_batch(m, l->segs[i].size, end, r.prev + 1, &lrev);
+      if (later && l->readonly &&
+          rec_parse(m + end, l->segs[i].size - end, &lop) > 0)
+        later = 0; /* written while this reader looked */
+      if (later) {
+        errf(err, errlen,
+             "%s/%s: zeroed record at offset %" PRIu64 " (revision %" PRIu64
+             " expected) with revision %" PRIu64 " written after it; "
+             "restore the data directory from a backup",
+             l->dir, name, end, r.prev + 1, lrev);
+        rc = KV_ECORRUPT;
+      } else if (!l->readonly && i + 1 == l->nsegs &&
+                 (e = zero_tail(l, fd, m, l->segs[i].size, end)) != 0) {
+        errf(err, errlen, "cannot repair %s/%s: %s", l->dir, name,
+             strerror(e));
+        rc = KV_EIO;
+      }
+    }
     if (rc == 0 && (!hdr_ok || bad)) {
       /* Torn, or damaged?  Damaged if a later batch was written after
        * it: a batch is written only once the one before was flushed.  A

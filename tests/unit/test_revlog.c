@@ -1310,3 +1310,57 @@ KV_TEST(readonly_replay_while_writing, "a read-only replay while another handle 
   kv_revlog_close(w.l);
   finish(d);
 }
+
+KV_TEST(zeroed_record_refused, "a record zeroed in the middle, with a later batch after it, fails replay with KV_ECORRUPT instead of hiding that batch") {
+  char *d, err[512], want[512];
+  kv_revlog_t *l;
+  uint64_t last, off;
+  start(&d);
+  three_batches(d);
+  /* Record 4 opens the second batch: zeros there look like the end of the
+   * data, but the third batch (7..9) lies behind them. */
+  off = rec_off(1, 4);
+  {
+    unsigned char z[4096] = {0};
+    poke(seg_path(d, 1), off, z, rec_size(4));
+  }
+  l = open_log(d, K64, 0);
+  CHECK_INT(replay(l, 0, &last, err, sizeof err), KV_ECORRUPT);
+  snprintf(want, sizeof want,
+           "%s/log/0000000000000001.seg: zeroed record at offset %" PRIu64
+           " (revision 4 expected) with revision 7 written after it; restore "
+           "the data directory from a backup", d, off);
+  CHECK_STR(err, want);
+  kv_revlog_close(l);
+  l = open_log(d, K64, 1);
+  CHECK_INT(replay(l, 0, &last, err, sizeof err), KV_ECORRUPT);
+  CHECK_STR(err, want);
+  kv_revlog_close(l);
+  finish(d);
+}
+
+KV_TEST(zeros_then_own_batch_zeroed, "zeros followed only by records of the same torn batch end the data, and those records are zeroed") {
+  char *d, err[512];
+  kv_revlog_t *l;
+  uint64_t last, off, end;
+  start(&d);
+  three_batches(d);
+  /* The third batch's first record never reached the disk, its others
+   * did: a torn batch, never acknowledged. */
+  off = rec_off(1, 7);
+  end = rec_off(1, 10);
+  {
+    unsigned char z[4096] = {0};
+    poke(seg_path(d, 1), off, z, rec_size(7));
+  }
+  l = open_log(d, K64, 0);
+  capture();
+  CHECK_INT(replay(l, 0, &last, err, sizeof err), 0);
+  CHECK(strstr(captured(), "zeroed a torn tail") != NULL);
+  CHECK_INT(last, 6);
+  CHECK(zero_between(seg_path(d, 1), off, end));
+  CHECK_INT(append_puts(l, 7, 1, 10), 0);
+  kv_revlog_close(l);
+  reopen_expect(d, K64, 7);
+  finish(d);
+}
