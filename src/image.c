@@ -17,7 +17,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -456,21 +455,6 @@ static const yajl_callbacks image_check_cbs = {
     .yajl_start_array = image_check_start_array,
 };
 
-static void image_verr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void image_verr(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  if (err == NULL || errlen == 0) return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  for (char *p = err; *p; p++) /* yajl's messages carry newlines */
-    if (*p == '\n' || *p == '\r') *p = ' ';
-  for (size_t n = strlen(err); n > 0 && err[n - 1] == ' '; n--)
-    err[n - 1] = '\0';
-}
-
 /* Parses buf with yajl, minus the final newline, which must be there and
  * right after the closing brace.  The parser itself rejects bad JSON,
  * invalid UTF-8 and anything after the value; the callbacks reject other
@@ -484,21 +468,21 @@ int kv_image_validate(const char *buf, size_t len, char *err, size_t errlen) {
 
   if (err != NULL && errlen > 0) err[0] = '\0';
   if (len == 0) {
-    image_verr(err, errlen, "the image is empty");
+    kv_errf(err, errlen, "the image is empty");
     return KV_ECORRUPT;
   }
   if (buf[0] != '{') {
-    image_verr(err, errlen, "the image is not a JSON object (at byte 0)");
+    kv_errf(err, errlen, "the image is not a JSON object (at byte 0)");
     return KV_ECORRUPT;
   }
   if (buf[len - 1] != '\n') {
-    image_verr(err, errlen, "the image does not end with a newline "
-               "(truncated?) at byte %zu", len);
+    kv_errf(err, errlen, "the image does not end with a newline "
+            "(truncated?) at byte %zu", len);
     return KV_ECORRUPT;
   }
   h = yajl_alloc(&image_check_cbs, NULL, &c);
   if (h == NULL) {
-    image_verr(err, errlen, "out of memory");
+    kv_errf(err, errlen, "out of memory");
     return KV_ENOMEM;
   }
   st = yajl_parse(h, (const unsigned char *)buf, len - 1);
@@ -508,7 +492,7 @@ int kv_image_validate(const char *buf, size_t len, char *err, size_t errlen) {
     at = len - 1;
   }
   if (st == yajl_status_client_canceled) {
-    image_verr(err, errlen, "%s at byte %zu", c.why, at);
+    kv_errf(err, errlen, "%s at byte %zu", c.why, at);
     if (c.oom) ret = KV_ENOMEM;
     goto out;
   }
@@ -522,13 +506,12 @@ int kv_image_validate(const char *buf, size_t len, char *err, size_t errlen) {
     for (n = strlen(m); n > 0 && strchr("\n .", m[n - 1]) != NULL;)
       m[--n] = '\0';
     n = strncmp(m, "parse error: ", 13) == 0 ? 13 : 0;
-    image_verr(err, errlen, "%s at byte %zu", m + n, at);
+    kv_errf(err, errlen, "%s at byte %zu", m + n, at);
     goto out;
   }
   if (buf[len - 2] != '}') { /* only whitespace can get here */
     for (at = len - 2; at > 0 && buf[at - 1] != '}';) at--;
-    image_verr(err, errlen, "unexpected bytes after the object at byte %zu",
-               at);
+    kv_errf(err, errlen, "unexpected bytes after the object at byte %zu", at);
     goto out;
   }
   ret = 0;
