@@ -1,4 +1,4 @@
-/* http.c - request assembly on llhttp, and response output. */
+/* http.c - request assembly on llhttp, and response framing. */
 #include "kv/http.h"
 
 #include <stdio.h>
@@ -7,124 +7,11 @@
 #include <strings.h>
 #include <time.h>
 
+#include "kv/container.h"
 #include "kv/error.h"
+#include "out_int.h"
 
-/* ---- response output ---------------------------------------------------- */
-
-static int grow(void **p, size_t *cap, size_t need, size_t elem, size_t min) {
-  size_t ncap;
-  void *np;
-
-  if (need <= *cap) return 0;
-  ncap = *cap ? *cap : min;
-  while (ncap < need) ncap *= 2;
-  np = realloc(*p, ncap * elem);
-  if (!np) return KV_ENOMEM;
-  *p = np;
-  *cap = ncap;
-  return 0;
-}
-
-int kv_out_append(kv_out_t *o, const void *data, size_t len) {
-  kv_out_seg_t *last;
-
-  if (len == 0) return 0;
-  if (grow((void **)&o->arena, &o->acap, o->alen + len, 1, 1024) != 0)
-    return KV_ENOMEM;
-  last = o->nseg ? &o->segs[o->nseg - 1] : NULL;
-  if (last && !last->ptr && last->off + last->len == o->alen) {
-    last->len += len;
-  } else {
-    if (grow((void **)&o->segs, &o->segcap, o->nseg + 1, sizeof(*o->segs),
-             8) != 0)
-      return KV_ENOMEM;
-    o->segs[o->nseg++] = (kv_out_seg_t){NULL, o->alen, len};
-  }
-  memcpy(o->arena + o->alen, data, len);
-  o->alen += len;
-  o->bytes += len;
-  return 0;
-}
-
-static int out_append_ref(kv_out_t *o, int is_image, void *p,
-                          const char *ptr, size_t len) {
-  if (grow((void **)&o->segs, &o->segcap, o->nseg + 1, sizeof(*o->segs),
-           8) != 0 ||
-      grow((void **)&o->refs, &o->refcap, o->nref + 1, sizeof(*o->refs),
-           4) != 0)
-    return KV_ENOMEM;
-  o->segs[o->nseg++] = (kv_out_seg_t){ptr, 0, len};
-  o->refs[o->nref++] = (kv_out_ref_t){is_image, p};
-  o->bytes += len;
-  return 0;
-}
-
-int kv_out_append_rec(kv_out_t *o, kv_rec_t *rec, const char *ptr,
-                      size_t len) {
-  int rc;
-
-  if (len <= KV_OUT_COPY_MAX) return kv_out_append(o, ptr, len);
-  rc = out_append_ref(o, 0, rec, ptr, len);
-  if (rc == 0) kv_rec_ref(rec);
-  return rc;
-}
-
-int kv_out_append_image(kv_out_t *o, kv_image_t *img) {
-  int rc = out_append_ref(o, 1, img, kv_image_data(img), kv_image_len(img));
-  if (rc == 0) kv_image_ref(img);
-  return rc;
-}
-
-size_t kv_out_iov(kv_out_t *o) {
-  size_t n = 0;
-
-  for (size_t i = 0; i < o->nseg; i++)
-    n += (o->segs[i].len + KV_OUT_IOV_MAX - 1) / KV_OUT_IOV_MAX;
-  o->niov = 0;
-  if (grow((void **)&o->iov, &o->iovcap, n, sizeof(*o->iov), 8) != 0)
-    return 0;
-  for (size_t i = 0; i < o->nseg; i++) {
-    const kv_out_seg_t *sg = &o->segs[i];
-    char *base = sg->ptr ? (char *)sg->ptr : o->arena + sg->off;
-    for (size_t left = sg->len; left > 0;) {
-      size_t k = left < KV_OUT_IOV_MAX ? left : KV_OUT_IOV_MAX;
-      o->iov[o->niov++] = uv_buf_init(base, (unsigned)k);
-      base += k;
-      left -= k;
-    }
-  }
-  return o->niov;
-}
-
-void kv_out_reset(kv_out_t *o) {
-  for (size_t i = 0; i < o->nref; i++) {
-    if (o->refs[i].is_image)
-      kv_image_unref(o->refs[i].p);
-    else
-      kv_rec_unref(o->refs[i].p);
-  }
-  o->nref = 0;
-  o->nseg = 0;
-  o->niov = 0;
-  o->iov_i = 0;
-  o->alen = 0;
-  o->bytes = 0;
-  /* Let one huge pipeline's arena go rather than keep it per connection. */
-  if (o->acap > 65536) {
-    free(o->arena);
-    o->arena = NULL;
-    o->acap = 0;
-  }
-}
-
-void kv_out_free(kv_out_t *o) {
-  kv_out_reset(o);
-  free(o->arena);
-  free(o->segs);
-  free(o->refs);
-  free(o->iov);
-  memset(o, 0, sizeof(*o));
-}
+/* ---- response framing ---------------------------------------------------- */
 
 void kv_http_date(char *buf, time_t t) {
   struct tm tm;
@@ -252,7 +139,8 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
     r->fatal = KV_EURI;
     return HPE_USER;
   }
-  if (grow((void **)&r->url, &r->url_cap, r->url_len + len + 1, 1, 256)) {
+  if (kv__out_grow((void **)&r->url, &r->url_cap, r->url_len + len + 1, 1,
+                   256) != 0) {
     r->fatal = KV_ENOMEM;
     return HPE_USER;
   }
@@ -393,7 +281,8 @@ int kv_req_body(kv_req_t *r, const char *p, size_t len) {
     r->rec->vlen += (uint32_t)len;
     break;
   case KV_BODY_BUF:
-    if (grow((void **)&r->buf, &r->buf_cap, r->buf_len + len, 1, 256))
+    if (kv__out_grow((void **)&r->buf, &r->buf_cap, r->buf_len + len, 1,
+                     256) != 0)
       return KV_ENOMEM;
     memcpy(r->buf + r->buf_len, p, len);
     r->buf_len += len;

@@ -1,14 +1,11 @@
-/* http.h - HTTP/1.1 request assembly and response output.
+/* http.h - HTTP/1.1 request assembly and response framing.
  *
  * llhttp parses straight from the read buffer.  Its data callbacks may fire
  * several times per element, so the pieces are appended here and acted on
  * in the matching *_complete callback.  Limits are checked as bytes arrive,
  * before anything more is buffered.
  *
- * Responses are queued in a kv_out_t: headers are formatted into an arena,
- * small bodies are copied after them, and large bodies (a value, the image)
- * are referenced in place and kept alive by a reference until written.  A
- * whole queue goes out in one writev.
+ * Responses are framed into a kv_out_t (out.h).
  */
 #ifndef KV_HTTP_H
 #define KV_HTTP_H
@@ -18,55 +15,11 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "kv/image.h"
+#include "kv/container.h"
 #include "kv/map.h"
+#include "kv/out.h"
 
-/* ---- response output ---------------------------------------------------- */
-
-typedef struct {
-  const char *ptr; /* NULL: the bytes are in the arena at off */
-  size_t off;
-  size_t len;
-} kv_out_seg_t;
-
-typedef struct {
-  int is_image;
-  void *p;
-} kv_out_ref_t;
-
-typedef struct {
-  char *arena;
-  size_t alen, acap;
-  kv_out_seg_t *segs;
-  size_t nseg, segcap;
-  kv_out_ref_t *refs;
-  size_t nref, refcap;
-  uv_buf_t *iov;
-  size_t niov, iovcap;
-  size_t iov_i; /* the first buffer not yet fully written */
-  size_t bytes; /* everything queued */
-} kv_out_t;
-
-/* Bodies up to this size are copied rather than referenced: one copy is
- * cheaper than an extra iovec and a reference. */
-#define KV_OUT_COPY_MAX 1024
-
-/* The largest iovec kv_out_iov makes: uv_buf_init takes an unsigned
- * length, so a longer segment (an image of 4 GiB or more) is split. */
-#define KV_OUT_IOV_MAX ((size_t)1 << 30)
-
-int kv_out_append(kv_out_t *o, const void *data, size_t len);
-/* Queues len bytes at ptr, kept alive by a reference on rec. */
-int kv_out_append_rec(kv_out_t *o, kv_rec_t *rec, const char *ptr,
-                      size_t len);
-/* Queues the whole image, kept alive by a reference. */
-int kv_out_append_image(kv_out_t *o, kv_image_t *img);
-/* Fills o->iov (segments over KV_OUT_IOV_MAX take several buffers) and
- * returns how many buffers there are (o->niov), or 0 without memory. */
-size_t kv_out_iov(kv_out_t *o);
-/* Drops the queued bytes and their references. */
-void kv_out_reset(kv_out_t *o);
-void kv_out_free(kv_out_t *o);
+/* ---- response framing --------------------------------------------------- */
 
 /* Response heads.  clen < 0 means no Content-Length (204); ctype may be
  * NULL; extra is NULL or complete header lines ("Allow: GET\r\n"); close
@@ -169,7 +122,7 @@ typedef struct kv_http {
 llhttp_errno_t kv_http_execute(kv_http_t *h, const char *data, size_t len);
 
 static inline kv_http_t *kv_http_of(llhttp_t *p) {
-  return (kv_http_t *)(void *)((char *)p - offsetof(kv_http_t, parser));
+  return KV_CONTAINER_OF(p, kv_http_t, parser);
 }
 
 /* Installs the request-assembly callbacks into s.  on_begin, on_head and
