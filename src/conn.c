@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kv/container.h"
 #include "kv/error.h"
 #include "kv/log.h"
 #include "kv/router.h"
@@ -20,8 +21,8 @@
 static void conn_flush(kv_conn_t *c);
 static void finish_close(kv_conn_t *c);
 
-static kv_conn_t *conn_of(llhttp_t *p) {
-  return (kv_conn_t *)(void *)kv_http_of(p); /* http is the first member */
+static kv_conn_t *conn_of(kv_http_t *h) {
+  return KV_CONTAINER_OF(h, kv_conn_t, http);
 }
 
 static uint64_t now_ms(const kv_conn_t *c) { return uv_now(c->srv->loop); }
@@ -43,7 +44,7 @@ static void on_close(uv_handle_t *h) {
   if (c->next) c->next->prev = c->prev;
   kv_out_free(&c->out[0]);
   kv_out_free(&c->out[1]);
-  kv_req_free(&c->http.req);
+  kv_http_free(&c->http);
   free(c->pending);
   free(c);
   kv_server_conn_gone(srv);
@@ -85,7 +86,7 @@ static void read_stop(kv_conn_t *c) {
 /* Queues a final error answer and closes after it.  The parser stays
  * paused for good, so nothing after the bad request is ever parsed. */
 static void conn_fail(kv_conn_t *c, int err) {
-  kv_req_t *r = &c->http.req;
+  kv_http_req_t *r = &c->http.req;
   int head_only = r->method == HTTP_HEAD && !r->in_head;
 
   c->close_after = 1;
@@ -96,48 +97,6 @@ static void conn_fail(kv_conn_t *c, int err) {
     kv_conn_close(c);
   kv_metrics_error(&c->srv->metrics, err);
   kv_conn_answered(c, kv_err_status(err), strlen(kv_strerror(err)) + 1);
-}
-
-/* A method llhttp does not know is 501 only when it is a plausible method
- * token (capital letters, then " /"); anything else is garbage: 400. */
-static int unknown_method_token(const char *data, size_t len,
-                                const char *pos) {
-  const char *b = pos, *e = data + len, *p;
-
-  if (!pos || pos < data || pos > e) return 0;
-  while (b > data && b[-1] >= 'A' && b[-1] <= 'Z') b--;
-  for (p = b; p < e && *p >= 'A' && *p <= 'Z'; p++) {
-  }
-  return p > b && p - b <= 32 && e - p >= 2 && p[0] == ' ' && p[1] == '/';
-}
-
-static int is_digit(char ch) { return ch >= '0' && ch <= '9'; }
-
-/* Whether the version is DIGIT "." DIGIT, and not 1.0 or 1.1. */
-static int version_unsupported(const kv_req_t *r) {
-  const char *v = r->version;
-
-  return r->version_len == 3 && is_digit(v[0]) && v[1] == '.' &&
-         is_digit(v[2]) && !(v[0] == '1' && v[2] <= '1');
-}
-
-static int parse_error(kv_conn_t *c, llhttp_errno_t e, const char *data,
-                       size_t len) {
-  const llhttp_t *p = &c->http.parser;
-
-  if (c->http.req.fatal) return c->http.req.fatal;
-  switch (e) {
-  case HPE_INVALID_METHOD:
-    return unknown_method_token(data, len, llhttp_get_error_pos(p))
-               ? KV_ENOTIMPL
-               : KV_EBADREQ;
-  case HPE_INVALID_VERSION:
-    /* A well-formed version other than 1.0 or 1.1, versus a broken line
-     * (which may be "HTTP/1.1 junk"). */
-    return version_unsupported(&c->http.req) ? KV_EVERSION : KV_EBADREQ;
-  default:
-    return KV_EBADREQ;
-  }
 }
 
 /* Parses len bytes at data.  When a request pauses the parser, the bytes
@@ -162,7 +121,8 @@ static void conn_feed(kv_conn_t *c, const char *data, size_t len,
   if (e == HPE_PAUSED_UPGRADE) e = HPE_PAUSED;
   if (e == HPE_OK) return;
   if (e != HPE_PAUSED) {
-    if (!c->close_after) conn_fail(c, parse_error(c, e, data, len));
+    if (!c->close_after)
+      conn_fail(c, kv_http_parse_error(&c->http, e, data, len));
     return;
   }
   read_stop(c);
@@ -392,17 +352,17 @@ void kv_conn_resume(kv_conn_t *c) {
 
 /* ---- llhttp hooks ------------------------------------------------------- */
 
-static int hook_begin(llhttp_t *p) {
-  kv_conn_t *c = conn_of(p);
+static int hook_begin(kv_http_t *h) {
+  kv_conn_t *c = conn_of(h);
   c->t0 = uv_hrtime();
   c->state = KV_CONN_HEAD;
   c->deadline = now_ms(c) + c->srv->cfg.header_timeout_ms;
   return 0;
 }
 
-static int hook_head(llhttp_t *p) {
-  kv_conn_t *c = conn_of(p);
-  kv_req_t *r = &c->http.req;
+static int hook_head(kv_http_t *h) {
+  kv_conn_t *c = conn_of(h);
+  kv_http_req_t *r = &c->http.req;
 
   c->state = KV_CONN_BODY;
   c->deadline = now_ms(c) + c->srv->cfg.body_timeout_ms;
@@ -418,11 +378,12 @@ static int hook_head(llhttp_t *p) {
   return 0;
 }
 
-static int hook_message(llhttp_t *p) {
-  kv_conn_t *c = conn_of(p);
+static int hook_message(kv_http_t *h) {
+  kv_conn_t *c = conn_of(h);
 
   /* After CONNECT the client would send tunnel bytes, not requests. */
-  c->keep = llhttp_should_keep_alive(p) != 0 && p->method != HTTP_CONNECT;
+  c->keep = llhttp_should_keep_alive(&h->parser) != 0 &&
+            h->parser.method != HTTP_CONNECT;
   if (kv_route_message(c) == 1) {
     c->state = KV_CONN_WAIT;
     c->paused = 1;
@@ -442,8 +403,8 @@ static int hook_message(llhttp_t *p) {
   return 0;
 }
 
-void kv_conn_settings(llhttp_settings_t *s) {
-  kv_http_settings(s, hook_begin, hook_head, hook_message);
+void kv_conn_settings(kv_http_settings_t *s) {
+  kv_http_settings_init(s, hook_begin, hook_head, hook_message);
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */
@@ -451,7 +412,7 @@ void kv_conn_settings(llhttp_settings_t *s) {
 /* Counts an answer and writes its access-log line, in the Common Log
  * Format after the "kvd: " prefix, with the target escaped. */
 void kv_conn_answered(kv_conn_t *c, int status, size_t body) {
-  kv_req_t *r = &c->http.req;
+  kv_http_req_t *r = &c->http.req;
   double secs = c->t0 ? (double)(uv_hrtime() - c->t0) / 1e9 : 0;
   char target[1024], when[64];
   struct tm tm;
@@ -463,8 +424,8 @@ void kv_conn_answered(kv_conn_t *c, int status, size_t body) {
   now = time(NULL);
   gmtime_r(&now, &tm);
   strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S +0000", &tm);
-  kv_log_escape(target, sizeof(target), r->url ? r->url : "",
-                r->url ? r->url_len : 0);
+  kv_log_escape(target, sizeof(target), r->url != NULL ? r->url : "",
+                r->url_len);
   kv_log_info("%s - - [%s] \"%s %s HTTP/%d.%d\" %d %zu", c->peer, when,
               r->has_method ? llhttp_method_name(r->method) : "-",
               target, r->http_major, r->http_minor, status, body);
@@ -477,7 +438,7 @@ static kv_conn_t *conn_new(kv_server_t *srv) {
   c->srv = srv;
   uv_tcp_init(srv->loop, &c->tcp);
   c->tcp.data = c;
-  kv_http_init(&c->http, &srv->settings, &srv->limits);
+  kv_http_init(&c->http, &srv->settings);
   c->next = srv->conns;
   if (srv->conns) srv->conns->prev = c;
   srv->conns = c;

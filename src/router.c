@@ -26,7 +26,7 @@ static kv_conn_t *conn_of_wait(kv_image_wait_t *w) {
 }
 
 /* The media type before any parameters, compared case-insensitively. */
-static int is_form(const kv_req_t *r) {
+static int is_form(const kv_http_req_t *r) {
   const char *p = r->ctype;
   size_t n;
 
@@ -38,7 +38,7 @@ static int is_form(const kv_req_t *r) {
 /* Decodes the key from the target's path.  The raw target is kept for the
  * access log, so decoding goes through a buffer big enough for any path
  * that can decode to a legal key: each decoded byte takes at most three. */
-static int route_key(kv_req_t *r, const char *path, size_t plen) {
+static int route_key(kv_http_req_t *r, const char *path, size_t plen) {
   char buf[3 * KV_KEY_MAX];
   size_t klen;
   int rc;
@@ -61,7 +61,7 @@ static int route_key(kv_req_t *r, const char *path, size_t plen) {
   return 0;
 }
 
-static void route_target(kv_req_t *r) {
+static void route_target(kv_http_req_t *r) {
   const char *path;
   size_t plen;
 
@@ -105,7 +105,7 @@ static void route_target(kv_req_t *r) {
 
 /* Compares the Authorization header with "Bearer <token>" in time that
  * depends only on the token's length. */
-static int token_ok(const kv_config_t *cfg, const kv_req_t *r) {
+static int token_ok(const kv_config_t *cfg, const kv_http_req_t *r) {
   static const char scheme[] = "Bearer ";
   const size_t sl = sizeof(scheme) - 1;
   const char *given = r->auth + sl;
@@ -123,7 +123,7 @@ static int token_ok(const kv_config_t *cfg, const kv_req_t *r) {
 
 /* Whether this request needs the token: writes always, everything with
  * --auth all, except liveness and readiness, which probes must reach. */
-static int needs_token(const kv_config_t *cfg, const kv_req_t *r) {
+static int needs_token(const kv_config_t *cfg, const kv_http_req_t *r) {
   if (!cfg->token_len) return 0;
   if (r->method == HTTP_PUT || r->method == HTTP_POST ||
       r->method == HTTP_DELETE)
@@ -133,12 +133,8 @@ static int needs_token(const kv_config_t *cfg, const kv_req_t *r) {
 }
 
 int kv_route_head(kv_conn_t *c) {
-  kv_req_t *r = &c->http.req;
-  const llhttp_t *p = &c->http.parser;
-  size_t max = c->http.limits->max_value, limit = max;
-  int has_len = (p->flags & F_CONTENT_LENGTH) != 0;
-  int chunked = (p->flags & F_CHUNKED) != 0;
-  uint64_t clen = has_len ? p->content_length : 0;
+  kv_http_req_t *r = &c->http.req;
+  size_t max = c->http.settings->limits.max_value, limit = max;
   int rc;
 
   if (r->http_major != 1) {
@@ -150,7 +146,7 @@ int kv_route_head(kv_conn_t *c) {
       r->fatal = KV_EEXPECT;
       return -1;
     }
-    r->expect_continue = (clen > 0 || chunked) && r->http_minor >= 1;
+    r->expect_continue = (r->clen > 0 || r->chunked) && r->http_minor >= 1;
   }
   /* RFC 9112 6.1: llhttp frames by a final "chunked" and lets other
    * codings before it through; kvd decodes none of them.  Several
@@ -178,13 +174,13 @@ int kv_route_head(kv_conn_t *c) {
     if (r->is_form) limit = max > (SIZE_MAX - 64) / 3 ? SIZE_MAX : max * 3 + 64;
     r->body_mode = r->is_form ? KV_BODY_BUF : KV_BODY_REC;
   }
-  if (clen > limit) {
+  if (r->clen > limit) {
     r->fatal = KV_ETOOBIG;
     return -1;
   }
   r->body_limit = limit;
   if (r->body_mode == KV_BODY_REC) {
-    r->rec_cap = has_len ? (size_t)clen : 0;
+    r->rec_cap = r->has_clen ? (size_t)r->clen : 0;
     rc = kv_rec_new(r->key, r->klen, r->rec_cap, &r->rec);
     if (rc != 0) {
       r->fatal = rc;
@@ -233,7 +229,7 @@ static void answer_value(kv_conn_t *c, int status, kv_rec_t *rec,
 }
 
 static void answer_error_with(kv_conn_t *c, int err, const char *extra) {
-  kv_req_t *r = &c->http.req;
+  kv_http_req_t *r = &c->http.req;
 
   kv_http_error(kv_conn_out(c), kv_conn_date(c), err, extra,
                 kv_conn_last_answer(c), r->method == HTTP_HEAD);
@@ -294,7 +290,7 @@ static void answer_metrics(kv_conn_t *c) {
 
 static void on_written(kv_write_t *w, int status, int existed) {
   kv_conn_t *c = conn_of_write(w);
-  kv_req_t *r = &c->http.req;
+  kv_http_req_t *r = &c->http.req;
   kv_revs_t h;
 
   if (status != 0)
@@ -324,20 +320,20 @@ static void on_image(kv_image_wait_t *w, int status, kv_image_t *img) {
 }
 
 /* Builds the record a form POST stores: the decoded "value" field. */
-static int form_record(kv_conn_t *c, kv_req_t *r) {
+static int form_record(kv_conn_t *c, kv_http_req_t *r) {
   size_t vlen;
-  int rc = kv_rec_new(r->key, r->klen, r->buf_len, &r->rec);
+  int rc = kv_rec_new(r->key, r->klen, r->form_len, &r->rec);
 
   if (rc != 0) return rc;
-  rc = kv_form_value(r->buf, r->buf_len, "value", kv_rec_value_mut(r->rec),
+  rc = kv_form_value(r->form, r->form_len, "value", kv_rec_value_mut(r->rec),
                      &vlen);
   if (rc != 0) return rc;
-  if (vlen > c->http.limits->max_value) return KV_ETOOBIG;
+  if (vlen > c->http.settings->limits.max_value) return KV_ETOOBIG;
   r->rec->vlen = (uint32_t)vlen;
   return 0;
 }
 
-static int handle_write(kv_conn_t *c, kv_req_t *r) {
+static int handle_write(kv_conn_t *c, kv_http_req_t *r) {
   kv_write_t *w = &c->write;
   int rc = 0;
 
@@ -363,7 +359,7 @@ static int handle_write(kv_conn_t *c, kv_req_t *r) {
 }
 
 int kv_route_message(kv_conn_t *c) {
-  kv_req_t *r = &c->http.req;
+  kv_http_req_t *r = &c->http.req;
   kv_rec_t *rec;
   kv_image_t *img;
   int rc;

@@ -136,10 +136,10 @@ static void on_signal(uv_signal_t *h, int signum) {
 }
 
 static void apply_limits(kv_server_t *srv) {
-  srv->limits.max_uri = srv->cfg.max_uri;
-  srv->limits.max_head = srv->cfg.max_head;
-  srv->limits.max_value = srv->cfg.max_value;
-  srv->limits.max_headers = srv->cfg.max_headers;
+  srv->settings.limits.max_uri = srv->cfg.max_uri;
+  srv->settings.limits.max_head = srv->cfg.max_head;
+  srv->settings.limits.max_value = srv->cfg.max_value;
+  srv->settings.limits.max_headers = srv->cfg.max_headers;
   kv_log_set_level(srv->cfg.log_level);
 }
 
@@ -222,8 +222,8 @@ int kv_server_open(kv_server_t *srv, uv_loop_t *loop, char *err,
   kv_metrics_init(&srv->metrics);
   srv->loop = loop;
   srv->loop->data = srv;
-  apply_limits(srv);
   kv_conn_settings(&srv->settings);
+  apply_limits(srv);
   update_date(srv);
   srv->rbuf = malloc(KV_READ_BUF);
   if (!srv->rbuf) {

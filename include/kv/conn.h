@@ -30,7 +30,7 @@ enum {
 };
 
 typedef struct kv_conn {
-  kv_http_t http; /* first: llhttp's callbacks find the connection from it */
+  kv_http_t http;
   uv_tcp_t tcp;
   struct kv_server *srv;
   struct kv_conn *prev, *next;
@@ -96,7 +96,7 @@ int kv_conn_last_answer(const kv_conn_t *c);
 /* Called by the router when a waiting request has its answer queued. */
 void kv_conn_resume(kv_conn_t *c);
 
-/* llhttp settings shared by every connection. */
-void kv_conn_settings(llhttp_settings_t *s);
+/* Installs the connection's hooks into the server's HTTP state. */
+void kv_conn_settings(kv_http_settings_t *s);
 
 #endif

@@ -9,7 +9,6 @@
 #ifndef KV_SERVER_H
 #define KV_SERVER_H
 
-#include <llhttp.h>
 #include <uv.h>
 
 #include "kv/config.h"
@@ -23,8 +22,7 @@
 typedef struct kv_server {
   uv_loop_t *loop;
   kv_config_t cfg;
-  kv_http_limits_t limits;
-  llhttp_settings_t settings;
+  kv_http_settings_t settings; /* every parser's, with the limits */
   kv_store_t *store;
   uv_tcp_t listener;
   uv_signal_t sigterm, sigint, sighup;
