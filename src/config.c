@@ -120,7 +120,8 @@ int kv_config_is_loopback(const char *host) {
 /* HOST:PORT, where HOST is a literal address (IPv6 inside brackets). */
 static const char *set_listen(kv_config_t *cfg, const char *arg) {
   static const char *why = "expected HOST:PORT with a literal address";
-  const char *colon, *host = arg;
+  const char *host = arg;
+  const char *colon;
   size_t hlen;
   char *end;
   long port;
@@ -370,7 +371,8 @@ static int apply_file(kv_config_t *cfg, const char *path,
                       const reporter_t *rep) {
   FILE *f = fopen(path, "r");
   char buf[8192];
-  int lineno = 0, rc = 0;
+  int lineno = 0;
+  int rc = 0;
 
   if (f == NULL) {
     report(rep, "%s: cannot read: %s", path, strerror(errno));

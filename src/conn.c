@@ -272,7 +272,8 @@ static void on_write(uv_write_t *req, int status) {
  * KV_WRITE_SLICE bytes, the last one cut short if need be. */
 static void write_slice(kv_conn_t *c) {
   kv_out_t *o = &c->out[c->cur ^ 1];
-  size_t k = 0, total = 0;
+  size_t k = 0;
+  size_t total = 0;
 
   while (o->iov_i + k < o->niov && k < KV_SLICE_BUFS &&
          total < KV_WRITE_SLICE) {

@@ -372,7 +372,9 @@ void kv_http_settings_init(kv_http_settings_t *s, kv_http_hook on_begin,
  * token (capital letters, then " /"); anything else is garbage: 400. */
 static int unknown_method_token(const char *data, size_t len,
                                 const char *pos) {
-  const char *b = pos, *e = data + len, *p;
+  const char *e = data + len;
+  const char *b = pos;
+  const char *p;
 
   if (pos == NULL || pos < data || pos > e) return 0;
   while (b > data && b[-1] >= 'A' && b[-1] <= 'Z') b--;

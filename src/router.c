@@ -134,7 +134,8 @@ static int fatal(kv_http_req_t *r, int err) {
 }
 
 int kv_router_head(const kv_router_t *rt, kv_http_req_t *r) {
-  size_t max = rt->limits->max_value, limit = max;
+  size_t max = rt->limits->max_value;
+  size_t limit = max;
   int rc;
 
   if (r->http_major != 1) return fatal(r, KV_EVERSION);

@@ -28,7 +28,7 @@ static void notify(const char *msg) {
   size_t n;
   int fd;
 
-  if (!path || (path[0] != '/' && path[0] != '@')) return;
+  if (path == NULL || (path[0] != '/' && path[0] != '@')) return;
   n = strlen(path);
   if (n >= sizeof(sa.sun_path)) return;
   memset(&sa, 0, sizeof(sa));
@@ -154,7 +154,8 @@ static void apply_limits(kv_server_t *srv) {
  * directory, the sync mode and the map size need a restart. */
 static void on_hup(uv_signal_t *h, int signum) {
   kv_server_t *srv = h->data;
-  kv_config_t next, *cur = &srv->cfg;
+  kv_config_t *cur = &srv->cfg;
+  kv_config_t next;
   int rc;
   (void)signum;
 
@@ -193,7 +194,8 @@ static void on_hup(uv_signal_t *h, int signum) {
 static int listen_on(kv_server_t *srv) {
   const kv_config_t *cfg = &srv->cfg;
   struct sockaddr_storage ss;
-  int namelen = sizeof(ss), rc;
+  int namelen = sizeof(ss);
+  int rc;
   int port;
 
   if (uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&ss) != 0 &&
@@ -214,7 +216,7 @@ static int listen_on(kv_server_t *srv) {
               ss.ss_family == AF_INET6 ? "]" : "", port);
   /* Whoever started kvd learns the address even when the log goes to a
    * file or is quieter than info. */
-  if (cfg->log_file[0] || kv_log_level() < KV_LOG_INFO)
+  if (cfg->log_file[0] != '\0' || kv_log_level() < KV_LOG_INFO)
     fprintf(stderr, "kvd: listening on http://%s%s%s:%d\n",
             ss.ss_family == AF_INET6 ? "[" : "", cfg->host,
             ss.ss_family == AF_INET6 ? "]" : "", port);
@@ -266,7 +268,7 @@ int kv_server_main(int argc, char **argv) {
   int rc;
 
   srv = calloc(1, sizeof(*srv));
-  if (!srv) {
+  if (srv == NULL) {
     fprintf(stderr, "kvd: out of memory\n");
     return 1;
   }
@@ -277,7 +279,7 @@ int kv_server_main(int argc, char **argv) {
   }
   /* Like Redis's protected mode: an open port with no token is a
    * mistake unless the user says otherwise. */
-  if (!kv_config_is_loopback(srv->cfg.host) && !srv->cfg.token_len &&
+  if (!kv_config_is_loopback(srv->cfg.host) && srv->cfg.token_len == 0 &&
       !srv->cfg.insecure) {
     fprintf(stderr, "kvd: refusing to listen on %s without --token-file "
                     "(pass --insecure to allow it)\n", srv->cfg.host);
@@ -296,7 +298,8 @@ int kv_server_main(int argc, char **argv) {
   rc = kv_server_open(srv, uv_default_loop(), err, sizeof(err));
   if (rc != 0) {
     fprintf(stderr, "kvd: %s: %s\n", srv->cfg.data, err);
-    if (srv->cfg.log_file[0]) kv_log_error("%s: %s", srv->cfg.data, err);
+    if (srv->cfg.log_file[0] != '\0')
+      kv_log_error("%s: %s", srv->cfg.data, err);
     rc = 1;
     goto out;
   }
