@@ -122,7 +122,8 @@ int kv_config_is_loopback(const char *host) {
 /* HOST:PORT, where HOST is a literal address (IPv6 inside brackets). */
 static const char *set_listen(kv_config_t *cfg, const char *arg) {
   static const char *why = "expected HOST:PORT with a literal address";
-  const char *colon, *host = arg;
+  const char *host = arg;
+  const char *colon;
   size_t hlen;
   char *end;
   long port;
@@ -131,21 +132,21 @@ static const char *set_listen(kv_config_t *cfg, const char *arg) {
 
   if (arg[0] == '[') {
     const char *rb = strchr(arg, ']');
-    if (!rb || rb[1] != ':') return why;
+    if (rb == NULL || rb[1] != ':') return why;
     host = arg + 1;
     hlen = (size_t)(rb - host);
     colon = rb + 1;
   } else {
     colon = strchr(arg, ':');
     /* An IPv6 address needs brackets, or its port would be ambiguous. */
-    if (!colon || strchr(colon + 1, ':')) return why;
+    if (colon == NULL || strchr(colon + 1, ':') != NULL) return why;
     hlen = (size_t)(colon - arg);
   }
   if (hlen == 0 || hlen >= sizeof(cfg->host)) return why;
   if (colon[1] < '0' || colon[1] > '9') return why;
   errno = 0;
   port = strtol(colon + 1, &end, 10);
-  if (errno || *end || port < 0 || port > 65535) return why;
+  if (errno != 0 || *end != '\0' || port < 0 || port > 65535) return why;
   memcpy(cfg->host, host, hlen);
   cfg->host[hlen] = '\0';
   cfg->port = (int)port;
@@ -188,7 +189,7 @@ static const char *set_map_size(kv_config_t *cfg, const char *arg) {
 static const char *set_max_readers(kv_config_t *cfg, const char *arg) {
   size_t n;
   const char *why = size_in(&n, arg, 2, 65536, "expected 2 to 65536");
-  if (!why) cfg->max_readers = (unsigned)n;
+  if (why == NULL) cfg->max_readers = (unsigned)n;
   return why;
 }
 
@@ -215,14 +216,14 @@ static const char *set_max_head(kv_config_t *cfg, const char *arg) {
 static const char *set_max_headers(kv_config_t *cfg, const char *arg) {
   size_t n;
   const char *why = size_in(&n, arg, 1, 10000, "expected 1 to 10000");
-  if (!why) cfg->max_headers = (unsigned)n;
+  if (why == NULL) cfg->max_headers = (unsigned)n;
   return why;
 }
 
 static const char *set_max_conns(kv_config_t *cfg, const char *arg) {
   size_t n;
   const char *why = size_in(&n, arg, 1, 1000000, "expected 1 to 1000000");
-  if (!why) cfg->max_conns = (unsigned)n;
+  if (why == NULL) cfg->max_conns = (unsigned)n;
   return why;
 }
 
@@ -232,7 +233,8 @@ static const char *seconds(unsigned *ms, const char *arg) {
 
   errno = 0;
   v = strtod(arg, &end);
-  if (errno || end == arg || *end || !isfinite(v) || v < 0.001 || v > 86400)
+  if (errno != 0 || end == arg || *end != '\0' || !isfinite(v) || v < 0.001 ||
+      v > 86400)
     return "expected seconds, like 10 or 0.5";
   *ms = (unsigned)(v * 1000.0 + 0.5);
   return NULL;
@@ -262,11 +264,11 @@ static const char *set_auth(kv_config_t *cfg, const char *arg) {
 }
 
 static const char *boolean(int *dst, const char *arg) {
-  if (!strcasecmp(arg, "true") || !strcasecmp(arg, "yes") ||
-      !strcasecmp(arg, "on") || !strcmp(arg, "1"))
+  if (strcasecmp(arg, "true") == 0 || strcasecmp(arg, "yes") == 0 ||
+      strcasecmp(arg, "on") == 0 || strcmp(arg, "1") == 0)
     *dst = 1;
-  else if (!strcasecmp(arg, "false") || !strcasecmp(arg, "no") ||
-           !strcasecmp(arg, "off") || !strcmp(arg, "0"))
+  else if (strcasecmp(arg, "false") == 0 || strcasecmp(arg, "no") == 0 ||
+           strcasecmp(arg, "off") == 0 || strcmp(arg, "0") == 0)
     *dst = 0;
   else
     return "expected true or false";
@@ -332,21 +334,33 @@ static const struct setting {
 
 enum { OPT_CONFIG = 1000, OPT_CHECK, OPT_HELP, OPT_VERSION };
 
-/* Where errors go: stderr before the server runs, the log on reload. */
-static int quiet_reload;
+/* Where a parse reports: each error as one line, and the output of --help,
+ * --version and --check-config.  At startup errors go to stderr; on SIGHUP
+ * they go to the log and nothing is printed. */
+typedef struct {
+  void (*error)(const char *line);
+  FILE *out; /* NULL: print nothing */
+} reporter_t;
 
-static void report(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
+static void error_to_stderr(const char *line) {
+  fprintf(stderr, "kvd: %s\n", line);
+}
 
-static void report(const char *fmt, ...) {
+static void error_to_log(const char *line) { kv_log_error("%s", line); }
+
+static const reporter_t to_log = {error_to_log, NULL};
+
+static void report(const reporter_t *rep, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void report(const reporter_t *rep, const char *fmt, ...) {
   char line[1024];
   va_list ap;
 
   va_start(ap, fmt);
   vsnprintf(line, sizeof(line), fmt, ap);
   va_end(ap);
-  if (quiet_reload) kv_log_error("%s", line);
-  else fprintf(stderr, "kvd: %s\n", line);
+  rep->error(line);
 }
 
 static char *trim(char *s) {
@@ -361,16 +375,18 @@ static char *trim(char *s) {
 
 /* Applies the config file.  Returns 0 or -1 after reporting
  * "FILE:LINE: message". */
-static int apply_file(kv_config_t *cfg, const char *path) {
+static int apply_file(kv_config_t *cfg, const char *path,
+                      const reporter_t *rep) {
   FILE *f = fopen(path, "r");
   char buf[8192];
-  int lineno = 0, rc = 0;
+  int lineno = 0;
+  int rc = 0;
 
-  if (!f) {
-    report("%s: cannot read: %s", path, strerror(errno));
+  if (f == NULL) {
+    report(rep, "%s: cannot read: %s", path, strerror(errno));
     return -1;
   }
-  while (fgets(buf, sizeof(buf), f)) {
+  while (fgets(buf, sizeof(buf), f) != NULL) {
     char *line = trim(buf), *eq, *key, *val;
     const struct setting *st = NULL;
     const char *why;
@@ -379,8 +395,8 @@ static int apply_file(kv_config_t *cfg, const char *path) {
     lineno++;
     if (*line == '\0' || *line == '#') continue;
     eq = strchr(line, '=');
-    if (!eq) {
-      report("%s:%d: expected 'key = value'", path, lineno);
+    if (eq == NULL) {
+      report(rep, "%s:%d: expected 'key = value'", path, lineno);
       rc = -1;
       break;
     }
@@ -394,19 +410,19 @@ static int apply_file(kv_config_t *cfg, const char *path) {
     }
     for (size_t i = 0; i < NSETTINGS; i++)
       if (strcmp(settings[i].name, key) == 0) st = &settings[i];
-    if (!st) {
-      report("%s:%d: unknown setting '%s'", path, lineno, key);
+    if (st == NULL) {
+      report(rep, "%s:%d: unknown setting '%s'", path, lineno, key);
       rc = -1;
       break;
     }
     if ((why = st->set(cfg, val)) != NULL) {
-      report("%s:%d: %s: %s, got '%s'", path, lineno, key, why, val);
+      report(rep, "%s:%d: %s: %s, got '%s'", path, lineno, key, why, val);
       rc = -1;
       break;
     }
   }
   if (rc == 0 && ferror(f)) {
-    report("%s: cannot read: %s", path, strerror(errno));
+    report(rep, "%s: cannot read: %s", path, strerror(errno));
     rc = -1;
   }
   fclose(f);
@@ -414,7 +430,7 @@ static int apply_file(kv_config_t *cfg, const char *path) {
 }
 
 /* Reads the token; a trailing newline is not part of it. */
-static int load_token(kv_config_t *cfg) {
+static int load_token(kv_config_t *cfg, const reporter_t *rep) {
   int fd;
   ssize_t n;
   char buf[KV_TOKEN_MAX + 2];
@@ -424,25 +440,25 @@ static int load_token(kv_config_t *cfg) {
   if (cfg->token_file[0] == '\0') return 0;
   fd = open(cfg->token_file, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    report("--token-file: %s: %s", cfg->token_file, strerror(errno));
+    report(rep, "--token-file: %s: %s", cfg->token_file, strerror(errno));
     return -1;
   }
   n = read(fd, buf, sizeof(buf));
   close(fd);
   if (n < 0) {
-    report("--token-file: %s: %s", cfg->token_file, strerror(errno));
+    report(rep, "--token-file: %s: %s", cfg->token_file, strerror(errno));
     return -1;
   }
   while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) n--;
   if (n == 0 || n > KV_TOKEN_MAX - 1) {
-    report("--token-file: %s: expected a token of 1 to %d bytes",
+    report(rep, "--token-file: %s: expected a token of 1 to %d bytes",
            cfg->token_file, KV_TOKEN_MAX - 1);
     return -1;
   }
   for (ssize_t i = 0; i < n; i++) {
     if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f) {
-      report("--token-file: %s: the token must be printable ASCII without "
-             "spaces", cfg->token_file);
+      report(rep, "--token-file: %s: the token must be printable ASCII "
+             "without spaces", cfg->token_file);
       return -1;
     }
   }
@@ -457,12 +473,12 @@ typedef struct {
   const char *arg;
 } flag_t;
 
-static int parse(kv_config_t *cfg, int argc, char **argv) {
-  struct option opts[NSETTINGS + 5];
-  flag_t *flags;
-  size_t nflags = 0;
-  int c, rc = KV_CONFIG_RUN;
+/* Fills opts with every setting's flag and the four flags of their own;
+ * opts needs NOPTS entries.  Each setting's val is its index in the
+ * table. */
+#define NOPTS (NSETTINGS + 5)
 
+static void options_init(struct option *opts) {
   for (size_t i = 0; i < NSETTINGS; i++) {
     opts[i].name = settings[i].name;
     opts[i].has_arg = settings[i].arg == ARG_FLAG ? no_argument
@@ -478,77 +494,110 @@ static int parse(kv_config_t *cfg, int argc, char **argv) {
   opts[NSETTINGS + 3] = (struct option){"version", no_argument, NULL,
                                         OPT_VERSION};
   opts[NSETTINGS + 4] = (struct option){NULL, 0, NULL, 0};
+}
 
-  flags = calloc((size_t)argc + 1, sizeof(*flags));
-  if (!flags) {
-    report("out of memory");
+/* Acts on a flag that is not a setting (getopt's c).  Returns
+ * KV_CONFIG_RUN to go on, or how the parse ends. */
+static int other_flag(kv_config_t *cfg, int c, char **argv,
+                      const reporter_t *rep) {
+  switch (c) {
+  case OPT_CONFIG:
+    if (set_path(cfg->config, sizeof(cfg->config), optarg) != NULL) {
+      report(rep, "--config: expected a path");
+      return KV_CONFIG_EXIT_USAGE;
+    }
+    return KV_CONFIG_RUN;
+  case OPT_CHECK:
+    cfg->check_config = 1;
+    return KV_CONFIG_RUN;
+  case OPT_HELP:
+    if (rep->out != NULL) usage(rep->out);
+    return KV_CONFIG_EXIT_OK;
+  case OPT_VERSION:
+    if (rep->out != NULL) fprintf(rep->out, "kvd %s\n", KV_VERSION);
+    return KV_CONFIG_EXIT_OK;
+  case ':':
+    report(rep, "%s: missing value (see kvd --help)", argv[optind - 1]);
+    return KV_CONFIG_EXIT_USAGE;
+  default:
+    report(rep, "%s: unknown option (see kvd --help)", argv[optind - 1]);
     return KV_CONFIG_EXIT_USAGE;
   }
+}
+
+/* Reads the command line: settings are collected into flags (applied
+ * after the file, so they win), the other flags act at once.  Returns
+ * KV_CONFIG_RUN, or how the parse ends. */
+static int read_flags(kv_config_t *cfg, int argc, char **argv,
+                      flag_t *flags, size_t *nflags, const reporter_t *rep) {
+  struct option opts[NOPTS];
+  int c, rc;
+
+  options_init(opts);
   opterr = 0;
   optind = 0; /* GNU getopt: reinitialise, so parsing can run twice */
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
     if (c >= 0 && c < (int)NSETTINGS) {
-      flags[nflags].idx = c;
-      flags[nflags].arg = optarg ? optarg : "true";
-      nflags++;
+      flags[*nflags].idx = c;
+      flags[*nflags].arg = optarg != NULL ? optarg : "true";
+      (*nflags)++;
       continue;
     }
-    switch (c) {
-    case OPT_CONFIG:
-      if (set_path(cfg->config, sizeof(cfg->config), optarg)) {
-        report("--config: expected a path");
-        rc = KV_CONFIG_EXIT_USAGE;
-        goto out;
-      }
-      break;
-    case OPT_CHECK:
-      cfg->check_config = 1;
-      break;
-    case OPT_HELP:
-      if (!quiet_reload) usage(stdout);
-      rc = KV_CONFIG_EXIT_OK;
-      goto out;
-    case OPT_VERSION:
-      if (!quiet_reload) printf("kvd %s\n", KV_VERSION);
-      rc = KV_CONFIG_EXIT_OK;
-      goto out;
-    case ':':
-      report("%s: missing value (see kvd --help)", argv[optind - 1]);
-      rc = KV_CONFIG_EXIT_USAGE;
-      goto out;
-    default:
-      report("%s: unknown option (see kvd --help)", argv[optind - 1]);
-      rc = KV_CONFIG_EXIT_USAGE;
-      goto out;
-    }
+    rc = other_flag(cfg, c, argv, rep);
+    if (rc != KV_CONFIG_RUN) return rc;
   }
   if (optind < argc) {
-    report("%s: unexpected argument (see kvd --help)", argv[optind]);
-    rc = KV_CONFIG_EXIT_USAGE;
-    goto out;
+    report(rep, "%s: unexpected argument (see kvd --help)", argv[optind]);
+    return KV_CONFIG_EXIT_USAGE;
   }
-  if (cfg->config[0] && apply_file(cfg, cfg->config) != 0) {
-    rc = KV_CONFIG_EXIT_BADFILE;
-    goto out;
-  }
+  return KV_CONFIG_RUN;
+}
+
+/* Applies the settings given as flags, in order.  Returns KV_CONFIG_RUN
+ * or KV_CONFIG_EXIT_USAGE after reporting the first bad one. */
+static int apply_flags(kv_config_t *cfg, const flag_t *flags, size_t nflags,
+                       const reporter_t *rep) {
   for (size_t i = 0; i < nflags; i++) {
     const struct setting *st = &settings[flags[i].idx];
     const char *why = st->set(cfg, flags[i].arg);
-    if (why) {
-      report("--%s: %s, got '%s' (see kvd --help)", st->name, why,
+    if (why != NULL) {
+      report(rep, "--%s: %s, got '%s' (see kvd --help)", st->name, why,
              flags[i].arg);
-      rc = KV_CONFIG_EXIT_USAGE;
-      goto out;
+      return KV_CONFIG_EXIT_USAGE;
     }
   }
-  if (load_token(cfg) != 0) {
+  return KV_CONFIG_RUN;
+}
+
+/* The whole parse into cfg, which holds the defaults: the command line,
+ * then the file, then the settings given as flags, then the token. */
+static int parse(kv_config_t *cfg, int argc, char **argv,
+                 const reporter_t *rep) {
+  flag_t *flags;
+  size_t nflags = 0;
+  int rc;
+
+  flags = calloc((size_t)argc + 1, sizeof(*flags));
+  if (flags == NULL) {
+    report(rep, "out of memory");
+    return KV_CONFIG_EXIT_USAGE;
+  }
+  rc = read_flags(cfg, argc, argv, flags, &nflags, rep);
+  if (rc != KV_CONFIG_RUN) goto out;
+  if (cfg->config[0] != '\0' && apply_file(cfg, cfg->config, rep) != 0) {
+    rc = KV_CONFIG_EXIT_BADFILE;
+    goto out;
+  }
+  rc = apply_flags(cfg, flags, nflags, rep);
+  if (rc != KV_CONFIG_RUN) goto out;
+  if (load_token(cfg, rep) != 0) {
     rc = KV_CONFIG_EXIT_USAGE;
     goto out;
   }
   if (cfg->check_config) {
-    if (!quiet_reload)
-      printf("kvd: %s: configuration ok\n",
-             cfg->config[0] ? cfg->config : "(no config file)");
+    if (rep->out != NULL)
+      fprintf(rep->out, "kvd: %s: configuration ok\n",
+              cfg->config[0] != '\0' ? cfg->config : "(no config file)");
     rc = KV_CONFIG_EXIT_OK;
   }
 out:
@@ -557,17 +606,13 @@ out:
 }
 
 int kv_config_parse(kv_config_t *cfg, int argc, char **argv) {
+  reporter_t rep = {error_to_stderr, stdout};
+
   kv_config_defaults(cfg);
-  quiet_reload = 0;
-  return parse(cfg, argc, argv);
+  return parse(cfg, argc, argv, &rep);
 }
 
 int kv_config_reload(int argc, char **argv, kv_config_t *next) {
-  int rc;
-
   kv_config_defaults(next);
-  quiet_reload = 1;
-  rc = parse(next, argc, argv);
-  quiet_reload = 0;
-  return rc == KV_CONFIG_RUN ? 0 : -1;
+  return parse(next, argc, argv, &to_log) == KV_CONFIG_RUN ? 0 : -1;
 }

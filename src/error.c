@@ -1,9 +1,25 @@
-/* error.c - the one table of error messages and HTTP statuses. */
+/* error.c - the one table of error messages and HTTP statuses, libuv's
+ * errors carried in kvd's codes, and the one-line error formatter. */
 #include "kv/error.h"
 
-#include <stddef.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+
+/* The span of codes kv_err_uv makes: libuv's own are above -65536. */
+#define KV_EUV_MIN (KV_EUV_BASE - 65536)
+
+static int is_uv(int err) { return err < KV_EUV_BASE && err > KV_EUV_MIN; }
+
+int kv_err_uv(int uv_err) {
+  if (uv_err == 0) return 0;
+  if (uv_err <= KV_EUV_MIN - KV_EUV_BASE || uv_err > 0) return KV_EINVAL;
+  return KV_EUV_BASE + uv_err;
+}
 
 const char *kv_strerror(int err) {
+  if (is_uv(err)) return uv_strerror(err - KV_EUV_BASE);
   switch (err) {
   case 0: return "success";
 #define KV__ERR_MSG(name, code, status, msg) case code: return msg;
@@ -46,4 +62,17 @@ const char *kv_status_reason(int status) {
   case 507: return "Insufficient Storage";
   }
   return "Unknown";
+}
+
+void kv_errf(char *buf, size_t len, const char *fmt, ...) {
+  va_list ap;
+  size_t n;
+
+  if (buf == NULL || len == 0) return;
+  va_start(ap, fmt);
+  vsnprintf(buf, len, fmt, ap);
+  va_end(ap);
+  for (char *p = buf; *p != '\0'; p++)
+    if (*p == '\n' || *p == '\r') *p = ' ';
+  for (n = strlen(buf); n > 0 && buf[n - 1] == ' '; n--) buf[n - 1] = '\0';
 }

@@ -1,170 +1,60 @@
-/* http.c - request assembly on llhttp, and response output. */
+/* http.c - request assembly on llhttp, and response framing. */
 #include "kv/http.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
+#include "kv/container.h"
 #include "kv/error.h"
+#include "out_int.h"
 
-/* ---- response output ---------------------------------------------------- */
-
-static int grow(void **p, size_t *cap, size_t need, size_t elem, size_t min) {
-  size_t ncap;
-  void *np;
-
-  if (need <= *cap) return 0;
-  ncap = *cap ? *cap : min;
-  while (ncap < need) ncap *= 2;
-  np = realloc(*p, ncap * elem);
-  if (!np) return KV_ENOMEM;
-  *p = np;
-  *cap = ncap;
-  return 0;
-}
-
-int kv_out_append(kv_out_t *o, const void *data, size_t len) {
-  kv_out_seg_t *last;
-
-  if (len == 0) return 0;
-  if (grow((void **)&o->arena, &o->acap, o->alen + len, 1, 1024) != 0)
-    return KV_ENOMEM;
-  last = o->nseg ? &o->segs[o->nseg - 1] : NULL;
-  if (last && !last->ptr && last->off + last->len == o->alen) {
-    last->len += len;
-  } else {
-    if (grow((void **)&o->segs, &o->segcap, o->nseg + 1, sizeof(*o->segs),
-             8) != 0)
-      return KV_ENOMEM;
-    o->segs[o->nseg++] = (kv_out_seg_t){NULL, o->alen, len};
-  }
-  memcpy(o->arena + o->alen, data, len);
-  o->alen += len;
-  o->bytes += len;
-  return 0;
-}
-
-static int out_append_ref(kv_out_t *o, int is_image, void *p,
-                          const char *ptr, size_t len) {
-  if (grow((void **)&o->segs, &o->segcap, o->nseg + 1, sizeof(*o->segs),
-           8) != 0 ||
-      grow((void **)&o->refs, &o->refcap, o->nref + 1, sizeof(*o->refs),
-           4) != 0)
-    return KV_ENOMEM;
-  o->segs[o->nseg++] = (kv_out_seg_t){ptr, 0, len};
-  o->refs[o->nref++] = (kv_out_ref_t){is_image, p};
-  o->bytes += len;
-  return 0;
-}
-
-int kv_out_append_rec(kv_out_t *o, kv_rec_t *rec, const char *ptr,
-                      size_t len) {
-  int rc;
-
-  if (len <= KV_OUT_COPY_MAX) return kv_out_append(o, ptr, len);
-  rc = out_append_ref(o, 0, rec, ptr, len);
-  if (rc == 0) kv_rec_ref(rec);
-  return rc;
-}
-
-int kv_out_append_image(kv_out_t *o, kv_image_t *img) {
-  int rc = out_append_ref(o, 1, img, kv_image_data(img), kv_image_len(img));
-  if (rc == 0) kv_image_ref(img);
-  return rc;
-}
-
-size_t kv_out_iov(kv_out_t *o) {
-  size_t n = 0;
-
-  for (size_t i = 0; i < o->nseg; i++)
-    n += (o->segs[i].len + KV_OUT_IOV_MAX - 1) / KV_OUT_IOV_MAX;
-  o->niov = 0;
-  if (grow((void **)&o->iov, &o->iovcap, n, sizeof(*o->iov), 8) != 0)
-    return 0;
-  for (size_t i = 0; i < o->nseg; i++) {
-    const kv_out_seg_t *sg = &o->segs[i];
-    char *base = sg->ptr ? (char *)sg->ptr : o->arena + sg->off;
-    for (size_t left = sg->len; left > 0;) {
-      size_t k = left < KV_OUT_IOV_MAX ? left : KV_OUT_IOV_MAX;
-      o->iov[o->niov++] = uv_buf_init(base, (unsigned)k);
-      base += k;
-      left -= k;
-    }
-  }
-  return o->niov;
-}
-
-void kv_out_reset(kv_out_t *o) {
-  for (size_t i = 0; i < o->nref; i++) {
-    if (o->refs[i].is_image)
-      kv_image_unref(o->refs[i].p);
-    else
-      kv_rec_unref(o->refs[i].p);
-  }
-  o->nref = 0;
-  o->nseg = 0;
-  o->niov = 0;
-  o->iov_i = 0;
-  o->alen = 0;
-  o->bytes = 0;
-  /* Let one huge pipeline's arena go rather than keep it per connection. */
-  if (o->acap > 65536) {
-    free(o->arena);
-    o->arena = NULL;
-    o->acap = 0;
-  }
-}
-
-void kv_out_free(kv_out_t *o) {
-  kv_out_reset(o);
-  free(o->arena);
-  free(o->segs);
-  free(o->refs);
-  free(o->iov);
-  memset(o, 0, sizeof(*o));
-}
+/* ---- response framing --------------------------------------------------- */
 
 void kv_http_date(char *buf, time_t t) {
   struct tm tm;
+
   gmtime_r(&t, &tm);
   strftime(buf, 30, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 }
 
 static char *put(char *p, const char *s) {
   size_t n = strlen(s);
+
   memcpy(p, s, n);
   return p + n;
 }
 
 int kv_http_head(kv_out_t *o, const char *date, int status, const char *ctype,
                  int64_t clen, const char *extra, int close) {
-  char buf[512], *p = buf;
+  char buf[512];
+  char *p = buf;
 
   p += snprintf(p, 64, "HTTP/1.1 %d %s\r\nDate: ", status,
                 kv_status_reason(status));
   p = put(p, date);
   p = put(p, "\r\n");
-  if (ctype) {
+  if (ctype != NULL) {
     p = put(p, "Content-Type: ");
     p = put(p, ctype);
     p = put(p, "\r\n");
   }
-  if (clen >= 0) p += snprintf(p, 48, "Content-Length: %lld\r\n",
-                               (long long)clen);
-  if (extra) p = put(p, extra);
+  if (clen >= 0)
+    p += snprintf(p, 48, "Content-Length: %lld\r\n", (long long)clen);
+  if (extra != NULL) p = put(p, extra);
   if (close) p = put(p, "Connection: close\r\n");
   p = put(p, "\r\n");
   return kv_out_append(o, buf, (size_t)(p - buf));
 }
 
-int kv_http_error(kv_out_t *o, const char *date, int err, const char *allow,
+int kv_http_error(kv_out_t *o, const char *date, int err, const char *extra,
                   int close, int head_only) {
   const char *msg = kv_strerror(err);
   size_t n = strlen(msg);
   int rc = kv_http_head(o, date, kv_err_status(err), KV_CT_TEXT,
-                        (int64_t)n + 1, allow, close);
+                        (int64_t)n + 1, extra, close);
+
   if (rc == 0 && !head_only) rc = kv_out_append(o, msg, n);
   if (rc == 0 && !head_only) rc = kv_out_append(o, "\n", 1);
   return rc;
@@ -172,38 +62,52 @@ int kv_http_error(kv_out_t *o, const char *date, int err, const char *allow,
 
 /* ---- request assembly --------------------------------------------------- */
 
-void kv_req_reset(kv_req_t *r) {
-  char *url = r->url, *buf = r->buf;
-  size_t url_cap = r->url_cap, buf_cap = r->buf_cap;
+/* The headers kvd acts on (kv_http_req_t.cur_hdr). */
+enum { HDR_OTHER = 0, HDR_CTYPE, HDR_EXPECT, HDR_AUTH, HDR_TE };
 
-  kv_rec_unref(r->rec);
-  /* Keep small buffers for the next request; drop big ones. */
-  if (buf_cap > 65536) {
-    free(buf);
-    buf = NULL;
-    buf_cap = 0;
-  }
-  memset(r, 0, offsetof(kv_req_t, key));
-  r->url = url;
-  r->url_cap = url_cap;
-  r->klen = 0;
-  r->body_mode = KV_BODY_DISCARD;
-  r->body_limit = 0;
-  r->body_len = 0;
-  r->rec = NULL;
-  r->rec_cap = 0;
-  r->buf = buf;
-  r->buf_cap = buf_cap;
-  r->buf_len = 0;
+/* A kept buffer over this is freed when the next message begins. */
+#define KEEP_MAX 65536
+
+static kv_http_t *http_of(llhttp_t *p) {
+  return KV_CONTAINER_OF(p, kv_http_t, parser);
 }
 
-void kv_req_free(kv_req_t *r) {
-  kv_rec_unref(r->rec);
-  r->rec = NULL;
-  free(r->url);
-  free(r->buf);
-  r->url = r->buf = NULL;
-  r->url_cap = r->buf_cap = 0;
+/* Appends len bytes, keeping the buffer NUL-terminated.  Returns 0 or
+ * KV_ENOMEM. */
+static int buf_append(kv_http_buf_t *b, const char *p, size_t len) {
+  if (kv__out_grow((void **)&b->ptr, &b->cap, b->len + len + 1, 1, 256) != 0)
+    return KV_ENOMEM;
+  memcpy(b->ptr + b->len, p, len);
+  b->len += len;
+  b->ptr[b->len] = '\0';
+  return 0;
+}
+
+static void buf_free(kv_http_buf_t *b) {
+  free(b->ptr);
+  b->ptr = NULL;
+  b->len = b->cap = 0;
+}
+
+void kv_http_reset(kv_http_t *h) {
+  kv_rec_unref(h->req.rec);
+  memset(&h->req, 0, sizeof(h->req));
+  h->url.len = 0;
+  h->form.len = 0;
+  if (h->form.cap > KEEP_MAX) buf_free(&h->form);
+}
+
+void kv_http_init(kv_http_t *h, const kv_http_settings_t *s) {
+  memset(h, 0, sizeof(*h));
+  llhttp_init(&h->parser, HTTP_REQUEST, &s->ll);
+  h->settings = s;
+}
+
+void kv_http_free(kv_http_t *h) {
+  kv_rec_unref(h->req.rec);
+  h->req.rec = NULL;
+  buf_free(&h->url);
+  buf_free(&h->form);
 }
 
 /* The stream offset of a byte in the chunk being parsed. */
@@ -223,42 +127,42 @@ static int byte_before(const kv_http_t *h, const char *at, size_t k) {
 }
 
 static int too_big_head(kv_http_t *h) {
-  if (h->req.head_bytes <= h->limits->max_head) return 0;
+  if (h->req.head_bytes <= h->settings->limits.max_head) return 0;
   h->req.fatal = KV_EHEADERS;
   return 1;
 }
 
-static int bad_line(kv_req_t *r) {
+static int bad_line(kv_http_req_t *r) {
   r->fatal = KV_EBADREQ;
   return HPE_USER;
 }
 
 static int on_method(llhttp_t *p, const char *at, size_t len) {
-  kv_http_t *h = kv_http_of(p);
+  kv_http_t *h = http_of(p);
+
   h->req.method_end = offset_of(h, at) + len;
   return 0;
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t len) {
-  kv_http_t *h = kv_http_of(p);
-  kv_req_t *r = &h->req;
+  kv_http_t *h = http_of(p);
+  kv_http_req_t *r = &h->req;
 
   /* One space after the method: llhttp skips any number. */
   if (!r->has_url && offset_of(h, at) != r->method_end + 1)
     return bad_line(r);
   r->has_url = 1;
   r->url_end = offset_of(h, at) + len;
-  if (r->url_len + len > h->limits->max_uri) {
+  if (r->url_len + len > h->settings->limits.max_uri) {
     r->fatal = KV_EURI;
     return HPE_USER;
   }
-  if (grow((void **)&r->url, &r->url_cap, r->url_len + len + 1, 1, 256)) {
+  if (buf_append(&h->url, at, len) != 0) {
     r->fatal = KV_ENOMEM;
     return HPE_USER;
   }
-  memcpy(r->url + r->url_len, at, len);
-  r->url_len += len;
-  r->url[r->url_len] = '\0';
+  r->url = h->url.ptr;
+  r->url_len = h->url.len;
   r->head_bytes += len;
   return too_big_head(h) ? HPE_USER : 0;
 }
@@ -267,8 +171,8 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
  * spaces and one of "HTTP/", "ICE/" or "RTSP/": exactly " HTTP/" must
  * separate it from the target. */
 static int on_version(llhttp_t *p, const char *at, size_t len) {
-  kv_http_t *h = kv_http_of(p);
-  kv_req_t *r = &h->req;
+  kv_http_t *h = http_of(p);
+  kv_http_req_t *r = &h->req;
   static const char sep[] = " HTTP/";
   const size_t n = sizeof(sep) - 1;
 
@@ -284,8 +188,8 @@ static int on_version(llhttp_t *p, const char *at, size_t len) {
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len) {
-  kv_http_t *h = kv_http_of(p);
-  kv_req_t *r = &h->req;
+  kv_http_t *h = http_of(p);
+  kv_http_req_t *r = &h->req;
 
   if (r->hname_len + len < sizeof(r->hname)) {
     memcpy(r->hname + r->hname_len, at, len);
@@ -297,31 +201,35 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
   return too_big_head(h) ? HPE_USER : 0;
 }
 
+/* Whether the header name just read is name, which is in lower case. */
+static int hname_is(const kv_http_req_t *r, const char *name) {
+  size_t n = strlen(name);
+
+  return r->hname_len == n && strncasecmp(r->hname, name, n) == 0;
+}
+
 /* Only the headers kvd acts on are kept; llhttp itself tracks framing
  * (Content-Length, Transfer-Encoding, Connection). */
 static int on_header_field_complete(llhttp_t *p) {
-  kv_http_t *h = kv_http_of(p);
-  kv_req_t *r = &h->req;
+  kv_http_t *h = http_of(p);
+  kv_http_req_t *r = &h->req;
 
-  if (++r->nheaders > h->limits->max_headers) {
+  if (++r->nheaders > h->settings->limits.max_headers) {
     r->fatal = KV_EHEADERS;
     return HPE_USER;
   }
-  r->cur_hdr = KV_HDR_OTHER;
+  r->cur_hdr = HDR_OTHER;
   if (!r->hname_long) {
-    if (r->hname_len == 12 && !strncasecmp(r->hname, "content-type", 12) &&
-        r->ctype_len == 0)
-      r->cur_hdr = KV_HDR_CTYPE;
-    else if (r->hname_len == 6 && !strncasecmp(r->hname, "expect", 6))
-      r->cur_hdr = KV_HDR_EXPECT;
-    else if (r->hname_len == 4 && !strncasecmp(r->hname, "host", 4))
+    if (hname_is(r, "content-type") && r->ctype_len == 0)
+      r->cur_hdr = HDR_CTYPE;
+    else if (hname_is(r, "expect"))
+      r->cur_hdr = HDR_EXPECT;
+    else if (hname_is(r, "host"))
       r->nhost++;
-    else if (r->hname_len == 17 &&
-             !strncasecmp(r->hname, "transfer-encoding", 17) && !r->nte++)
-      r->cur_hdr = KV_HDR_TE;
-    else if (r->hname_len == 13 &&
-             !strncasecmp(r->hname, "authorization", 13) && !r->auth_len)
-      r->cur_hdr = KV_HDR_AUTH;
+    else if (hname_is(r, "transfer-encoding") && r->nte++ == 0)
+      r->cur_hdr = HDR_TE;
+    else if (hname_is(r, "authorization") && r->auth_len == 0)
+      r->cur_hdr = HDR_AUTH;
   }
   r->hname_len = 0;
   r->hname_long = 0;
@@ -338,52 +246,45 @@ static void append_bounded(char *dst, size_t *dlen, size_t cap,
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
-  kv_http_t *h = kv_http_of(p);
-  kv_req_t *r = &h->req;
+  kv_http_t *h = http_of(p);
+  kv_http_req_t *r = &h->req;
 
   /* llhttp passes an obsolete folded line (CRLF then SP or HT) on as more
    * value; RFC 9112 says to reject it.  A value piece that starts with
    * whitespace right after a line feed is exactly that. */
-  if (len && (at[0] == ' ' || at[0] == '\t') &&
+  if (len > 0 && (at[0] == ' ' || at[0] == '\t') &&
       byte_before(h, at, 1) == '\n') {
     r->fatal = KV_EFOLD;
     return HPE_USER;
   }
-  if (r->cur_hdr == KV_HDR_AUTH) {
+  if (r->cur_hdr == HDR_AUTH) {
     if (r->auth_len + len >= sizeof(r->auth)) {
       r->auth_len = sizeof(r->auth); /* too long: cannot match */
     } else {
       memcpy(r->auth + r->auth_len, at, len);
       r->auth_len += len;
     }
-  } else if (r->cur_hdr == KV_HDR_TE) {
+  } else if (r->cur_hdr == HDR_TE) {
     append_bounded(r->te, &r->te_len, sizeof(r->te), at, len);
-  } else if (r->cur_hdr == KV_HDR_CTYPE)
+  } else if (r->cur_hdr == HDR_CTYPE)
     append_bounded(r->ctype, &r->ctype_len, sizeof(r->ctype), at, len);
-  else if (r->cur_hdr == KV_HDR_EXPECT)
+  else if (r->cur_hdr == HDR_EXPECT)
     append_bounded(r->expect, &r->expect_len, sizeof(r->expect), at, len);
   r->head_bytes += len;
   return too_big_head(h) ? HPE_USER : 0;
 }
 
-static int on_body(llhttp_t *p, const char *at, size_t len) {
-  kv_http_t *h = kv_http_of(p);
-  int rc = kv_req_body(&h->req, at, len);
+/* Appends body bytes to the request's target, enforcing its limit.
+ * Returns 0 or KV_ETOOBIG / KV_ENOMEM. */
+static int body_append(kv_http_t *h, const char *p, size_t len) {
+  kv_http_req_t *r = &h->req;
 
-  if (rc != 0) {
-    h->req.fatal = rc;
-    return HPE_USER;
-  }
-  return 0;
-}
-
-int kv_req_body(kv_req_t *r, const char *p, size_t len) {
   if (len > r->body_limit - r->body_len) return KV_ETOOBIG;
   r->body_len += len;
   switch (r->body_mode) {
   case KV_BODY_REC:
     if (r->rec->vlen + len > r->rec_cap) {
-      size_t cap = r->rec_cap ? r->rec_cap : 256;
+      size_t cap = r->rec_cap != 0 ? r->rec_cap : 256;
       while (cap < r->rec->vlen + len) cap *= 2;
       if (cap > r->body_limit) cap = r->body_limit;
       if (kv_rec_reserve(&r->rec, cap) != 0) return KV_ENOMEM;
@@ -393,10 +294,9 @@ int kv_req_body(kv_req_t *r, const char *p, size_t len) {
     r->rec->vlen += (uint32_t)len;
     break;
   case KV_BODY_BUF:
-    if (grow((void **)&r->buf, &r->buf_cap, r->buf_len + len, 1, 256))
-      return KV_ENOMEM;
-    memcpy(r->buf + r->buf_len, p, len);
-    r->buf_len += len;
+    if (buf_append(&h->form, p, len) != 0) return KV_ENOMEM;
+    r->form = h->form.ptr;
+    r->form_len = h->form.len;
     break;
   default:
     break;
@@ -404,46 +304,110 @@ int kv_req_body(kv_req_t *r, const char *p, size_t len) {
   return 0;
 }
 
-static llhttp_cb hook_begin, hook_head;
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  kv_http_t *h = http_of(p);
+  int rc = body_append(h, at, len);
+
+  if (rc != 0) {
+    h->req.fatal = rc;
+    return HPE_USER;
+  }
+  return 0;
+}
 
 static int on_message_begin(llhttp_t *p) {
-  kv_http_t *h = kv_http_of(p);
-  kv_req_reset(&h->req);
+  kv_http_t *h = http_of(p);
+
+  kv_http_reset(h);
   h->req.in_head = 1;
-  return hook_begin(p);
+  return h->settings->on_begin != NULL ? h->settings->on_begin(h) : 0;
 }
 
 static int on_headers_complete(llhttp_t *p) {
-  kv_http_t *h = kv_http_of(p);
+  kv_http_t *h = http_of(p);
+  kv_http_req_t *r = &h->req;
 
   /* llhttp takes a line without a version for HTTP/0.9. */
-  if (!h->req.has_version) {
-    h->req.fatal = KV_EBADREQ;
+  if (!r->has_version) {
+    r->fatal = KV_EBADREQ;
     return -1;
   }
-  h->req.in_head = 0;
-  h->req.method = (uint8_t)p->method;
-  h->req.has_method = 1;
-  h->req.http_major = p->http_major;
-  h->req.http_minor = p->http_minor;
-  return hook_head(p);
+  r->in_head = 0;
+  r->method = (uint8_t)p->method;
+  r->has_method = 1;
+  r->http_major = p->http_major;
+  r->http_minor = p->http_minor;
+  r->has_clen = (p->flags & F_CONTENT_LENGTH) != 0;
+  r->chunked = (p->flags & F_CHUNKED) != 0;
+  r->clen = r->has_clen ? p->content_length : 0;
+  return h->settings->on_head != NULL ? h->settings->on_head(h) : 0;
 }
 
-void kv_http_settings(llhttp_settings_t *s, llhttp_cb on_begin,
-                      llhttp_cb on_head, llhttp_cb on_message) {
-  llhttp_settings_init(s);
-  hook_begin = on_begin;
-  hook_head = on_head;
-  s->on_message_begin = on_message_begin;
-  s->on_method = on_method;
-  s->on_url = on_url;
-  s->on_version = on_version;
-  s->on_header_field = on_header_field;
-  s->on_header_field_complete = on_header_field_complete;
-  s->on_header_value = on_header_value;
-  s->on_headers_complete = on_headers_complete;
-  s->on_body = on_body;
-  s->on_message_complete = on_message;
+static int on_message_complete(llhttp_t *p) {
+  kv_http_t *h = http_of(p);
+
+  return h->settings->on_message != NULL ? h->settings->on_message(h) : 0;
+}
+
+void kv_http_settings_init(kv_http_settings_t *s, kv_http_hook on_begin,
+                           kv_http_hook on_head, kv_http_hook on_message) {
+  memset(s, 0, sizeof(*s));
+  llhttp_settings_init(&s->ll);
+  s->ll.on_message_begin = on_message_begin;
+  s->ll.on_method = on_method;
+  s->ll.on_url = on_url;
+  s->ll.on_version = on_version;
+  s->ll.on_header_field = on_header_field;
+  s->ll.on_header_field_complete = on_header_field_complete;
+  s->ll.on_header_value = on_header_value;
+  s->ll.on_headers_complete = on_headers_complete;
+  s->ll.on_body = on_body;
+  s->ll.on_message_complete = on_message_complete;
+  s->on_begin = on_begin;
+  s->on_head = on_head;
+  s->on_message = on_message;
+}
+
+/* A method llhttp does not know is 501 only when it is a plausible method
+ * token (capital letters, then " /"); anything else is garbage: 400. */
+static int unknown_method_token(const char *data, size_t len,
+                                const char *pos) {
+  const char *e = data + len;
+  const char *b = pos;
+  const char *p;
+
+  if (pos == NULL || pos < data || pos > e) return 0;
+  while (b > data && b[-1] >= 'A' && b[-1] <= 'Z') b--;
+  for (p = b; p < e && *p >= 'A' && *p <= 'Z'; p++) {
+  }
+  return p > b && p - b <= 32 && e - p >= 2 && p[0] == ' ' && p[1] == '/';
+}
+
+static int is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+
+/* Whether the version is DIGIT "." DIGIT, and not 1.0 or 1.1. */
+static int version_unsupported(const kv_http_req_t *r) {
+  const char *v = r->version;
+
+  return r->version_len == 3 && is_digit(v[0]) && v[1] == '.' &&
+         is_digit(v[2]) && !(v[0] == '1' && v[2] <= '1');
+}
+
+int kv_http_parse_error(const kv_http_t *h, llhttp_errno_t e,
+                        const char *data, size_t len) {
+  if (h->req.fatal != 0) return h->req.fatal;
+  switch (e) {
+  case HPE_INVALID_METHOD:
+    return unknown_method_token(data, len, llhttp_get_error_pos(&h->parser))
+               ? KV_ENOTIMPL
+               : KV_EBADREQ;
+  case HPE_INVALID_VERSION:
+    /* A well-formed version other than 1.0 or 1.1, versus a broken line
+     * (which may be "HTTP/1.1 junk"). */
+    return version_unsupported(&h->req) ? KV_EVERSION : KV_EBADREQ;
+  default:
+    return KV_EBADREQ;
+  }
 }
 
 llhttp_errno_t kv_http_execute(kv_http_t *h, const char *data, size_t len) {
@@ -456,7 +420,8 @@ llhttp_errno_t kv_http_execute(kv_http_t *h, const char *data, size_t len) {
   /* After a pause the rest is fed again: only the bytes parsed count. */
   if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
     const char *pos = llhttp_get_error_pos(&h->parser);
-    if (pos && pos >= data && pos <= data + len) used = (size_t)(pos - data);
+    if (pos != NULL && pos >= data && pos <= data + len)
+      used = (size_t)(pos - data);
   }
   if (used >= keep) {
     memcpy(h->tail, data + used - keep, keep);
@@ -466,11 +431,4 @@ llhttp_errno_t kv_http_execute(kv_http_t *h, const char *data, size_t len) {
   }
   h->chunk_off += used;
   return e;
-}
-
-void kv_http_init(kv_http_t *h, const llhttp_settings_t *s,
-                  const kv_http_limits_t *limits) {
-  memset(h, 0, sizeof(*h));
-  llhttp_init(&h->parser, HTTP_REQUEST, s);
-  h->limits = limits;
 }

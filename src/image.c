@@ -17,7 +17,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,7 +91,8 @@ static int image_encode_to(int format, kv_image_next_fn next, void *it,
                            const int *sink_err) {
   yajl_gen g = yajl_gen_alloc(NULL);
   kv_item_t item;
-  int err = 0, r;
+  int err = 0;
+  int r;
 
   if (g == NULL) return KV_ENOMEM;
   if (!yajl_gen_config(g, yajl_gen_print_callback, print, pctx) ||
@@ -107,21 +107,21 @@ static int image_encode_to(int format, kv_image_next_fn next, void *it,
   while ((r = next(it, &item)) > 0) {
     if (format == KV_IMAGE_NDJSON) {
       if (yajl_gen_map_open(g) != 0) err = KV_EINVAL;
-      if (!err) err = image_gen_cstr(g, "key");
-      if (!err) err = image_gen_string(g, item.key);
-      if (!err) err = image_gen_cstr(g, "value");
-      if (!err) err = image_gen_string(g, item.val);
-      if (!err) err = image_gen_cstr(g, "rev");
-      if (!err && yajl_gen_integer(g, (long long)item.rev) != 0)
+      if (err == 0) err = image_gen_cstr(g, "key");
+      if (err == 0) err = image_gen_string(g, item.key);
+      if (err == 0) err = image_gen_cstr(g, "value");
+      if (err == 0) err = image_gen_string(g, item.val);
+      if (err == 0) err = image_gen_cstr(g, "rev");
+      if (err == 0 && yajl_gen_integer(g, (long long)item.rev) != 0)
         err = KV_EINVAL;
-      if (!err && yajl_gen_map_close(g) != 0) err = KV_EINVAL;
-      if (err) goto out;
+      if (err == 0 && yajl_gen_map_close(g) != 0) err = KV_EINVAL;
+      if (err != 0) goto out;
       print(pctx, "\n", 1);
       yajl_gen_reset(g, NULL); /* allow the next top-level object */
     } else {
       err = image_gen_string(g, item.key);
-      if (!err) err = image_gen_string(g, item.val);
-      if (err) goto out;
+      if (err == 0) err = image_gen_string(g, item.val);
+      if (err != 0) goto out;
     }
     if (*sink_err) {
       err = *sink_err;
@@ -154,11 +154,11 @@ static int image_stage_flush(image_stage_t *s) {
 
 static void image_stage_print(void *ctx, const char *str, size_t len) {
   image_stage_t *s = ctx;
-  if (s->err) return;
-  if (len > sizeof s->buf - s->used) {
+  if (s->err != 0) return;
+  if (len > sizeof(s->buf) - s->used) {
     s->err = image_stage_flush(s);
-    if (s->err) return;
-    if (len >= sizeof s->buf) { /* a long unescaped run: pass it through */
+    if (s->err != 0) return;
+    if (len >= sizeof(s->buf)) { /* a long unescaped run: pass it through */
       s->err = s->write(s->ctx, str, len);
       return;
     }
@@ -174,14 +174,14 @@ int kv_image_encode(int format, kv_image_next_fn next, void *it,
 
   if (format != KV_IMAGE_OBJECT && format != KV_IMAGE_NDJSON)
     return KV_EINVAL;
-  s = malloc(sizeof *s);
+  s = malloc(sizeof(*s));
   if (s == NULL) return KV_ENOMEM;
   s->write = write;
   s->ctx = ctx;
   s->err = 0;
   s->used = 0;
   err = image_encode_to(format, next, it, image_stage_print, s, &s->err);
-  if (!err) err = image_stage_flush(s);
+  if (err == 0) err = image_stage_flush(s);
   free(s);
   return err;
 }
@@ -215,10 +215,10 @@ static int image_map_grow(image_map_t *m, size_t need) {
 
 static void image_map_print(void *ctx, const char *str, size_t len) {
   image_map_t *m = ctx;
-  if (m->err) return;
+  if (m->err != 0) return;
   if (len > m->cap - m->used) {
     m->err = image_map_grow(m, len);
-    if (m->err) return;
+    if (m->err != 0) return;
   }
   memcpy(m->base + m->used, str, len);
   m->used += len;
@@ -309,23 +309,24 @@ int kv_image_build(const char *dir, uint64_t rev, size_t size_hint,
 
   *out = NULL;
   if (dir != NULL) {
-    err = image_path(tmp, sizeof tmp, dir, IMAGE_TMP);
-    if (!err) err = image_path(path, sizeof path, dir, KV_IMAGE_FILE);
-    if (err) return err;
+    err = image_path(tmp, sizeof(tmp), dir, IMAGE_TMP);
+    if (err == 0) err = image_path(path, sizeof(path), dir, KV_IMAGE_FILE);
+    if (err != 0) return err;
   }
-  img = calloc(1, sizeof *img);
+  img = calloc(1, sizeof(*img));
   if (img == NULL) return KV_ENOMEM;
   cap = size_hint > IMAGE_MIN_CAP ? size_hint : IMAGE_MIN_CAP;
   if (cap > SIZE_MAX / 2) {
     err = KV_ENOMEM;
     goto out;
   }
-  err = image_map_open(&m, dir ? tmp : NULL, (cap + page - 1) / page * page);
-  if (!err)
+  err = image_map_open(&m, dir != NULL ? tmp : NULL,
+                       (cap + page - 1) / page * page);
+  if (err == 0)
     err = image_encode_to(KV_IMAGE_OBJECT, next, it, image_map_print, &m,
                           &m.err);
-  if (!err) err = image_map_finish(&m, page);
-  if (err) goto out;
+  if (err == 0) err = image_map_finish(&m, page);
+  if (err != 0) goto out;
   if (dir != NULL) image_publish(dir, tmp, path);
   img->base = m.base;
   img->len = m.used;
@@ -339,7 +340,7 @@ int kv_image_build(const char *dir, uint64_t rev, size_t size_hint,
 out:
   if (m.base != MAP_FAILED) munmap(m.base, m.cap);
   if (m.fd >= 0) close(m.fd); /* the mapping outlives the descriptor */
-  if (err && dir != NULL) unlink(tmp);
+  if (err != 0 && dir != NULL) unlink(tmp);
   free(img);
   return err;
 }
@@ -456,21 +457,6 @@ static const yajl_callbacks image_check_cbs = {
     .yajl_start_array = image_check_start_array,
 };
 
-static void image_verr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void image_verr(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  if (err == NULL || errlen == 0) return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  for (char *p = err; *p; p++) /* yajl's messages carry newlines */
-    if (*p == '\n' || *p == '\r') *p = ' ';
-  for (size_t n = strlen(err); n > 0 && err[n - 1] == ' '; n--)
-    err[n - 1] = '\0';
-}
-
 /* Parses buf with yajl, minus the final newline, which must be there and
  * right after the closing brace.  The parser itself rejects bad JSON,
  * invalid UTF-8 and anything after the value; the callbacks reject other
@@ -484,21 +470,21 @@ int kv_image_validate(const char *buf, size_t len, char *err, size_t errlen) {
 
   if (err != NULL && errlen > 0) err[0] = '\0';
   if (len == 0) {
-    image_verr(err, errlen, "the image is empty");
+    kv_errf(err, errlen, "the image is empty");
     return KV_ECORRUPT;
   }
   if (buf[0] != '{') {
-    image_verr(err, errlen, "the image is not a JSON object (at byte 0)");
+    kv_errf(err, errlen, "the image is not a JSON object (at byte 0)");
     return KV_ECORRUPT;
   }
   if (buf[len - 1] != '\n') {
-    image_verr(err, errlen, "the image does not end with a newline "
-               "(truncated?) at byte %zu", len);
+    kv_errf(err, errlen, "the image does not end with a newline "
+            "(truncated?) at byte %zu", len);
     return KV_ECORRUPT;
   }
   h = yajl_alloc(&image_check_cbs, NULL, &c);
   if (h == NULL) {
-    image_verr(err, errlen, "out of memory");
+    kv_errf(err, errlen, "out of memory");
     return KV_ENOMEM;
   }
   st = yajl_parse(h, (const unsigned char *)buf, len - 1);
@@ -508,7 +494,7 @@ int kv_image_validate(const char *buf, size_t len, char *err, size_t errlen) {
     at = len - 1;
   }
   if (st == yajl_status_client_canceled) {
-    image_verr(err, errlen, "%s at byte %zu", c.why, at);
+    kv_errf(err, errlen, "%s at byte %zu", c.why, at);
     if (c.oom) ret = KV_ENOMEM;
     goto out;
   }
@@ -517,18 +503,18 @@ int kv_image_validate(const char *buf, size_t len, char *err, size_t errlen) {
     char m[128];
     size_t n;
     /* "parse error: premature EOF\n" -> "premature EOF" */
-    snprintf(m, sizeof m, "%s", msg ? (const char *)msg : "invalid JSON");
+    snprintf(m, sizeof(m), "%s",
+             msg != NULL ? (const char *)msg : "invalid JSON");
     if (msg != NULL) yajl_free_error(h, msg);
     for (n = strlen(m); n > 0 && strchr("\n .", m[n - 1]) != NULL;)
       m[--n] = '\0';
     n = strncmp(m, "parse error: ", 13) == 0 ? 13 : 0;
-    image_verr(err, errlen, "%s at byte %zu", m + n, at);
+    kv_errf(err, errlen, "%s at byte %zu", m + n, at);
     goto out;
   }
   if (buf[len - 2] != '}') { /* only whitespace can get here */
     for (at = len - 2; at > 0 && buf[at - 1] != '}';) at--;
-    image_verr(err, errlen, "unexpected bytes after the object at byte %zu",
-               at);
+    kv_errf(err, errlen, "unexpected bytes after the object at byte %zu", at);
     goto out;
   }
   ret = 0;

@@ -1,7 +1,7 @@
-/* router.c - routes and handlers. */
+/* router.c - routes and handlers, as functions of the request. */
 #include "kv/router.h"
 
-#include <stddef.h>
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +9,6 @@
 
 #include "kv/codec.h"
 #include "kv/error.h"
-#include "kv/server.h"
 
 #define ALLOW_READ "Allow: GET, HEAD\r\n"
 #define ALLOW_KEY "Allow: GET, HEAD, PUT, POST, DELETE\r\n"
@@ -17,28 +16,22 @@
 #define FORM_TYPE "application/x-www-form-urlencoded"
 #define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
 
-static kv_conn_t *conn_of_write(kv_write_t *w) {
-  return (kv_conn_t *)(void *)((char *)w - offsetof(kv_conn_t, write));
-}
-
-static kv_conn_t *conn_of_wait(kv_image_wait_t *w) {
-  return (kv_conn_t *)(void *)((char *)w - offsetof(kv_conn_t, iwait));
-}
+/* ---- the head ----------------------------------------------------------- */
 
 /* The media type before any parameters, compared case-insensitively. */
-static int is_form(const kv_req_t *r) {
+static int is_form(const kv_http_req_t *r) {
   const char *p = r->ctype;
   size_t n;
 
   while (*p == ' ' || *p == '\t') p++;
   n = strcspn(p, "; \t");
-  return n == sizeof(FORM_TYPE) - 1 && !strncasecmp(p, FORM_TYPE, n);
+  return n == sizeof(FORM_TYPE) - 1 && strncasecmp(p, FORM_TYPE, n) == 0;
 }
 
 /* Decodes the key from the target's path.  The raw target is kept for the
  * access log, so decoding goes through a buffer big enough for any path
  * that can decode to a legal key: each decoded byte takes at most three. */
-static int route_key(kv_req_t *r, const char *path, size_t plen) {
+static int route_key(kv_http_req_t *r, const char *path, size_t plen) {
   char buf[3 * KV_KEY_MAX];
   size_t klen;
   int rc;
@@ -46,7 +39,8 @@ static int route_key(kv_req_t *r, const char *path, size_t plen) {
   if (plen > sizeof(buf)) {
     /* Too long either way; a bad escape still takes precedence. */
     char *tmp = malloc(plen);
-    if (!tmp) return KV_ENOMEM;
+
+    if (tmp == NULL) return KV_ENOMEM;
     rc = kv_percent_decode(path, plen, tmp, &klen);
     free(tmp);
     return rc == KV_EENCODING ? rc : KV_EKEYLEN;
@@ -61,7 +55,7 @@ static int route_key(kv_req_t *r, const char *path, size_t plen) {
   return 0;
 }
 
-static void route_target(kv_req_t *r) {
+static void route_target(kv_http_req_t *r) {
   const char *path;
   size_t plen;
 
@@ -86,7 +80,7 @@ static void route_target(kv_req_t *r) {
     r->route = KV_ROUTE_KEY;
     r->err = route_key(r, path, plen);
   }
-  if (r->err) return;
+  if (r->err != 0) return;
   switch (r->method) {
   case HTTP_GET:
   case HTTP_HEAD:
@@ -105,7 +99,7 @@ static void route_target(kv_req_t *r) {
 
 /* Compares the Authorization header with "Bearer <token>" in time that
  * depends only on the token's length. */
-static int token_ok(const kv_config_t *cfg, const kv_req_t *r) {
+static int token_ok(const kv_config_t *cfg, const kv_http_req_t *r) {
   static const char scheme[] = "Bearer ";
   const size_t sl = sizeof(scheme) - 1;
   const char *given = r->auth + sl;
@@ -123,8 +117,8 @@ static int token_ok(const kv_config_t *cfg, const kv_req_t *r) {
 
 /* Whether this request needs the token: writes always, everything with
  * --auth all, except liveness and readiness, which probes must reach. */
-static int needs_token(const kv_config_t *cfg, const kv_req_t *r) {
-  if (!cfg->token_len) return 0;
+static int needs_token(const kv_config_t *cfg, const kv_http_req_t *r) {
+  if (cfg->token_len == 0) return 0;
   if (r->method == HTTP_PUT || r->method == HTTP_POST ||
       r->method == HTTP_DELETE)
     return 1;
@@ -132,283 +126,275 @@ static int needs_token(const kv_config_t *cfg, const kv_req_t *r) {
   return r->route != KV_ROUTE_HEALTH && r->route != KV_ROUTE_READY;
 }
 
-int kv_route_head(kv_conn_t *c) {
-  kv_req_t *r = &c->http.req;
-  const llhttp_t *p = &c->http.parser;
-  size_t max = c->http.limits->max_value, limit = max;
-  int has_len = (p->flags & F_CONTENT_LENGTH) != 0;
-  int chunked = (p->flags & F_CHUNKED) != 0;
-  uint64_t clen = has_len ? p->content_length : 0;
+/* Fails the head with err, which closes the connection after its
+ * answer. */
+static int fatal(kv_http_req_t *r, int err) {
+  r->fatal = err;
+  return -1;
+}
+
+int kv_router_head(const kv_router_t *rt, kv_http_req_t *r) {
+  size_t max = rt->limits->max_value;
+  size_t limit = max;
   int rc;
 
-  if (r->http_major != 1) {
-    r->fatal = KV_EVERSION;
-    return -1;
-  }
-  if (r->expect_len) {
-    if (strcasecmp(r->expect, "100-continue") != 0) {
-      r->fatal = KV_EEXPECT;
-      return -1;
-    }
-    r->expect_continue = (clen > 0 || chunked) && r->http_minor >= 1;
+  if (r->http_major != 1) return fatal(r, KV_EVERSION);
+  if (r->expect_len != 0) {
+    if (strcasecmp(r->expect, "100-continue") != 0)
+      return fatal(r, KV_EEXPECT);
+    r->expect_continue = (r->clen > 0 || r->chunked) && r->http_minor >= 1;
   }
   /* RFC 9112 6.1: llhttp frames by a final "chunked" and lets other
    * codings before it through; kvd decodes none of them.  Several
    * Transfer-Encoding fields are refused rather than combined. */
   if (r->nte > 1 || (r->nte == 1 && (r->te_len != 7 ||
-                                     strncasecmp(r->te, "chunked", 7)))) {
-    r->fatal = KV_ECODING;
-    return -1;
-  }
+                                     strncasecmp(r->te, "chunked", 7) != 0)))
+    return fatal(r, KV_ECODING);
   /* RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in 1.0.  A
    * request without it may be a desynchronised stream: close. */
-  if (r->nhost > 1 || (r->nhost == 0 && r->http_minor >= 1)) {
-    r->fatal = KV_EHOST;
-    return -1;
-  }
+  if (r->nhost > 1 || (r->nhost == 0 && r->http_minor >= 1))
+    return fatal(r, KV_EHOST);
   route_target(r);
-  if (needs_token(&c->srv->cfg, r) && !token_ok(&c->srv->cfg, r)) {
+  if (needs_token(rt->cfg, r) && !token_ok(rt->cfg, r)) {
     r->err = KV_EAUTH;
     r->extra = CHALLENGE;
   }
   r->body_mode = KV_BODY_DISCARD;
-  if (!r->err && (r->method == HTTP_PUT || r->method == HTTP_POST)) {
+  if (r->err == 0 && (r->method == HTTP_PUT || r->method == HTTP_POST)) {
     r->is_form = r->method == HTTP_POST && is_form(r);
     /* A form encodes each byte in up to three. */
-    if (r->is_form) limit = max > (SIZE_MAX - 64) / 3 ? SIZE_MAX : max * 3 + 64;
+    if (r->is_form)
+      limit = max > (SIZE_MAX - 64) / 3 ? SIZE_MAX : max * 3 + 64;
     r->body_mode = r->is_form ? KV_BODY_BUF : KV_BODY_REC;
   }
-  if (clen > limit) {
-    r->fatal = KV_ETOOBIG;
-    return -1;
-  }
+  if (r->clen > limit) return fatal(r, KV_ETOOBIG);
   r->body_limit = limit;
   if (r->body_mode == KV_BODY_REC) {
-    r->rec_cap = has_len ? (size_t)clen : 0;
+    r->rec_cap = r->has_clen ? (size_t)r->clen : 0;
     rc = kv_rec_new(r->key, r->klen, r->rec_cap, &r->rec);
-    if (rc != 0) {
-      r->fatal = rc;
-      return -1;
-    }
+    if (rc != 0) return fatal(r, rc);
   }
   return 0;
 }
 
 /* ---- answers ------------------------------------------------------------ */
 
+/* Each answer returns 0 (KV_ROUTER_ANSWERED), or KV_ENOMEM when its
+ * bytes could not all be queued. */
+
 /* Section 1 of the contract: the revision an answer reflects, and the
  * entity tag of what it is about, when it is about a value or the image.
- * KV_NO_ETAG leaves the tag out (a DELETE, a missing key). */
-#define KV_NO_ETAG UINT64_MAX
+ * NO_ETAG leaves the tag out (a DELETE, a missing key). */
+#define NO_ETAG UINT64_MAX
 
 typedef struct {
   char buf[80];
-} kv_revs_t;
+} revs_t;
 
-static const char *revs(kv_revs_t *h, uint64_t etag, uint64_t rev) {
+static const char *revs(revs_t *h, uint64_t etag, uint64_t rev) {
   int n = 0;
 
-  if (etag != KV_NO_ETAG)
-    n = snprintf(h->buf, sizeof h->buf, "ETag: \"%llu\"\r\n",
+  if (etag != NO_ETAG)
+    n = snprintf(h->buf, sizeof(h->buf), "ETag: \"%llu\"\r\n",
                  (unsigned long long)etag);
-  snprintf(h->buf + n, sizeof h->buf - (size_t)n, "Kvd-Revision: %llu\r\n",
+  snprintf(h->buf + n, sizeof(h->buf) - (size_t)n, "Kvd-Revision: %llu\r\n",
            (unsigned long long)rev);
   return h->buf;
 }
 
-static void answer_head(kv_conn_t *c, int status, const char *ctype,
-                        int64_t clen, const char *extra) {
-  kv_http_head(kv_conn_out(c), kv_conn_date(c), status, ctype, clen, extra,
-               kv_conn_last_answer(c));
-  kv_conn_answered(c, status, clen > 0 ? (size_t)clen : 0);
+static int answer_head(kv_router_answer_t *a, int status, const char *ctype,
+                       int64_t clen, const char *extra) {
+  a->status = status;
+  a->body = clen > 0 ? (size_t)clen : 0;
+  return kv_http_head(a->out, a->date, status, ctype, clen, extra, a->close);
 }
 
-static void answer_value(kv_conn_t *c, int status, kv_rec_t *rec,
-                         uint64_t rev) {
-  kv_revs_t h;
+static int answer_value(const kv_http_req_t *r, kv_router_answer_t *a,
+                        int status, kv_rec_t *rec, uint64_t rev) {
+  revs_t h;
+  int rc = answer_head(a, status, KV_CT_TEXT, rec->vlen,
+                       revs(&h, rec->rev, rev));
 
-  answer_head(c, status, KV_CT_TEXT, rec->vlen, revs(&h, rec->rev, rev));
-  if (c->http.req.method != HTTP_HEAD)
-    kv_out_append_rec(kv_conn_out(c), rec, kv_rec_value(rec), rec->vlen);
+  if (rc == 0 && r->method != HTTP_HEAD)
+    rc = kv_out_append_rec(a->out, rec, kv_rec_value(rec), rec->vlen);
+  return rc;
 }
 
-static void answer_error_with(kv_conn_t *c, int err, const char *extra) {
-  kv_req_t *r = &c->http.req;
+int kv_router_error(const kv_router_t *rt, const kv_http_req_t *r,
+                    kv_router_answer_t *a, int err, const char *extra) {
+  /* Before the head is complete, method is not known. */
+  int head_only = r->method == HTTP_HEAD && !r->in_head;
 
-  kv_http_error(kv_conn_out(c), kv_conn_date(c), err, extra,
-                kv_conn_last_answer(c), r->method == HTTP_HEAD);
-  kv_metrics_error(&c->srv->metrics, err);
-  kv_conn_answered(c, kv_err_status(err), strlen(kv_strerror(err)) + 1);
-}
-
-static void answer_error(kv_conn_t *c, int err) {
-  answer_error_with(c, err, c->http.req.extra);
+  kv_metrics_error(rt->metrics, err);
+  a->status = kv_err_status(err);
+  a->body = strlen(kv_strerror(err)) + 1;
+  return kv_http_error(a->out, a->date, err, extra, a->close, head_only);
 }
 
 /* 404 for a key: the answer is about the data, so it names the revision
  * at which the key was missing. */
-static void answer_missing(kv_conn_t *c, uint64_t rev) {
-  kv_revs_t h;
-  answer_error_with(c, KV_ENOTFOUND, revs(&h, KV_NO_ETAG, rev));
+static int answer_missing(const kv_router_t *rt, const kv_http_req_t *r,
+                          kv_router_answer_t *a, uint64_t rev) {
+  revs_t h;
+
+  return kv_router_error(rt, r, a, KV_ENOTFOUND, revs(&h, NO_ETAG, rev));
 }
 
-static void answer_text(kv_conn_t *c, const char *ctype, const char *body,
-                        size_t len) {
-  answer_head(c, 200, ctype, (int64_t)len, NULL);
-  if (c->http.req.method != HTTP_HEAD)
-    kv_out_append(kv_conn_out(c), body, len);
+static int answer_text(const kv_http_req_t *r, kv_router_answer_t *a,
+                       const char *ctype, const char *body, size_t len) {
+  int rc = answer_head(a, 200, ctype, (int64_t)len, NULL);
+
+  if (rc == 0 && r->method != HTTP_HEAD)
+    rc = kv_out_append(a->out, body, len);
+  return rc;
 }
 
-static void answer_image(kv_conn_t *c, kv_image_t *img) {
-  kv_revs_t h;
+/* Answers with img and drops the caller's reference on it. */
+static int answer_image(const kv_http_req_t *r, kv_router_answer_t *a,
+                        kv_image_t *img) {
+  revs_t h;
   uint64_t rev = kv_image_rev(img);
+  int rc = answer_head(a, 200, KV_CT_JSON, (int64_t)kv_image_len(img),
+                       revs(&h, rev, rev));
 
-  answer_head(c, 200, KV_CT_JSON, (int64_t)kv_image_len(img),
-              revs(&h, rev, rev));
-  if (c->http.req.method != HTTP_HEAD)
-    kv_out_append_image(kv_conn_out(c), img);
+  if (rc == 0 && r->method != HTTP_HEAD)
+    rc = kv_out_append_image(a->out, img);
+  kv_image_unref(img);
+  return rc;
 }
 
-static void answer_metrics(kv_conn_t *c) {
-  kv_server_t *srv = c->srv;
-  kv_store_t *s = srv->store;
+static int answer_metrics(const kv_router_t *rt, const kv_http_req_t *r,
+                          kv_router_answer_t *a) {
+  const kv_store_t *s = rt->store;
   kv_metrics_gauges_t g = {
       .keys = kv_map_count(s->map),
       .bytes = kv_map_bytes(s->map),
-      .conns = srv->nconns,
+      .conns = *rt->conns,
       .commits = s->commits,
       .rev = s->rev,
       .ckpt_rev = s->ckpt_rev,
       .log_pending = s->ckq_bytes + s->ck_fly_bytes,
-      .ready = srv->ready,
+      .ready = rt->ready,
       .writes_failed = s->failed,
   };
   char *text;
   size_t len;
+  int rc;
 
-  if (kv_metrics_render(&srv->metrics, &g, &text, &len) != 0) {
-    answer_error(c, KV_ENOMEM);
-    return;
-  }
-  answer_text(c, CT_METRICS, text, len);
+  if (kv_metrics_render(rt->metrics, &g, &text, &len) != 0)
+    return kv_router_error(rt, r, a, KV_ENOMEM, NULL);
+  rc = answer_text(r, a, CT_METRICS, text, len);
   free(text);
+  return rc;
 }
 
-static void on_written(kv_write_t *w, int status, int existed) {
-  kv_conn_t *c = conn_of_write(w);
-  kv_req_t *r = &c->http.req;
-  kv_revs_t h;
+/* The answer to a write whose commit is over. */
+static int answer_written(const kv_router_t *rt, const kv_http_req_t *r,
+                          kv_router_answer_t *a, const kv_router_wait_t *w) {
+  revs_t h;
+  uint64_t rev = w->write.rev;
 
-  if (status != 0)
-    answer_error(c, status);
-  else if (r->method == HTTP_PUT)
-    answer_head(c, existed ? 204 : 201, NULL, existed ? -1 : 0,
-                revs(&h, w->rev, w->rev));
-  else if (r->method == HTTP_POST)
-    answer_value(c, existed ? 200 : 201, r->rec, w->rev);
-  else if (existed)
-    answer_head(c, 204, NULL, -1, revs(&h, KV_NO_ETAG, w->rev));
-  else
-    answer_missing(c, c->srv->store->rev);
-  kv_conn_resume(c);
-}
-
-static void on_image(kv_image_wait_t *w, int status, kv_image_t *img) {
-  kv_conn_t *c = conn_of_wait(w);
-
-  if (status != 0) {
-    answer_error(c, status);
-  } else {
-    answer_image(c, img);
-    kv_image_unref(img);
-  }
-  kv_conn_resume(c);
+  if (w->status != 0) return kv_router_error(rt, r, a, w->status, NULL);
+  if (r->method == HTTP_PUT)
+    return answer_head(a, w->existed ? 204 : 201, NULL, w->existed ? -1 : 0,
+                       revs(&h, rev, rev));
+  if (r->method == HTTP_POST)
+    return answer_value(r, a, w->existed ? 200 : 201, r->rec, rev);
+  if (w->existed)
+    return answer_head(a, 204, NULL, -1, revs(&h, NO_ETAG, rev));
+  return answer_missing(rt, r, a, rt->store->rev);
 }
 
 /* Builds the record a form POST stores: the decoded "value" field. */
-static int form_record(kv_conn_t *c, kv_req_t *r) {
+static int form_record(const kv_router_t *rt, kv_http_req_t *r) {
   size_t vlen;
-  int rc = kv_rec_new(r->key, r->klen, r->buf_len, &r->rec);
+  int rc = kv_rec_new(r->key, r->klen, r->form_len, &r->rec);
 
   if (rc != 0) return rc;
-  rc = kv_form_value(r->buf, r->buf_len, "value", kv_rec_value_mut(r->rec),
+  rc = kv_form_value(r->form, r->form_len, "value", kv_rec_value_mut(r->rec),
                      &vlen);
   if (rc != 0) return rc;
-  if (vlen > c->http.limits->max_value) return KV_ETOOBIG;
+  if (vlen > rt->limits->max_value) return KV_ETOOBIG;
   r->rec->vlen = (uint32_t)vlen;
   return 0;
 }
 
-static int handle_write(kv_conn_t *c, kv_req_t *r) {
-  kv_write_t *w = &c->write;
+/* Submits a PUT, POST or DELETE, or answers why it cannot be. */
+static int submit_write(const kv_router_t *rt, kv_http_req_t *r,
+                        kv_router_answer_t *a, kv_router_wait_t *w) {
+  kv_write_t *wr = &w->write;
   int rc = 0;
 
+  assert(wr->done != NULL);
   if (r->method == HTTP_DELETE) {
-    w->op = KV_OP_DEL;
-    w->rec = NULL;
-    w->key.ptr = r->key;
-    w->key.len = r->klen;
+    wr->op = KV_OP_DEL;
+    wr->rec = NULL;
+    wr->key.ptr = r->key;
+    wr->key.len = r->klen;
   } else {
-    if (r->is_form) rc = form_record(c, r);
+    if (r->is_form) rc = form_record(rt, r);
     if (rc == 0 && !kv_utf8_valid(kv_rec_value(r->rec), r->rec->vlen))
       rc = KV_EUTF8;
-    if (rc != 0) {
-      answer_error(c, rc);
-      return 0;
-    }
-    w->op = KV_OP_PUT;
-    w->rec = kv_rec_ref(r->rec); /* the request keeps one for POST's echo */
+    if (rc != 0) return kv_router_error(rt, r, a, rc, NULL);
+    wr->op = KV_OP_PUT;
+    wr->rec = kv_rec_ref(r->rec); /* the request keeps one for POST's echo */
   }
-  w->done = on_written;
-  kv_store_submit(c->srv->store, w);
-  return 1;
+  kv_store_submit(rt->store, wr);
+  return KV_ROUTER_WAITING;
 }
 
-int kv_route_message(kv_conn_t *c) {
-  kv_req_t *r = &c->http.req;
-  kv_rec_t *rec;
+/* GET / and HEAD /: at once from a fresh image, or once one is built. */
+static int get_image(const kv_router_t *rt, kv_http_req_t *r,
+                     kv_router_answer_t *a, kv_router_wait_t *w) {
   kv_image_t *img;
   int rc;
 
-  if (r->err) {
-    answer_error(c, r->err);
-    return 0;
-  }
+  assert(w->image.done != NULL);
+  rc = kv_store_image(rt->store, &w->image, &img);
+  if (rc == 1) return KV_ROUTER_WAITING;
+  if (rc < 0) return kv_router_error(rt, r, a, rc, NULL);
+  return answer_image(r, a, img);
+}
+
+int kv_router_message(const kv_router_t *rt, kv_http_req_t *r,
+                      kv_router_answer_t *a, kv_router_wait_t *w) {
+  kv_rec_t *rec;
+
+  if (r->err != 0) return kv_router_error(rt, r, a, r->err, r->extra);
   switch (r->route) {
   case KV_ROUTE_HEALTH:
-    answer_text(c, KV_CT_TEXT, "ok\n", 3);
-    return 0;
+    return answer_text(r, a, KV_CT_TEXT, "ok\n", 3);
   case KV_ROUTE_READY:
     /* kvd listens only once the map is loaded, so this is 200 whenever
      * it can be asked; it stops being ready while shutting down. */
-    if (c->srv->ready && !c->srv->shutting_down)
-      answer_text(c, KV_CT_TEXT, "ready\n", 6);
-    else
-      answer_error(c, KV_ESHUTDOWN);
-    return 0;
+    if (rt->ready && !rt->stopping)
+      return answer_text(r, a, KV_CT_TEXT, "ready\n", 6);
+    return kv_router_error(rt, r, a, KV_ESHUTDOWN, NULL);
   case KV_ROUTE_METRICS:
-    answer_metrics(c);
-    return 0;
+    return answer_metrics(rt, r, a);
   case KV_ROUTE_ROOT:
-    c->iwait.done = on_image;
-    rc = kv_store_image(c->srv->store, &c->iwait, &img);
-    if (rc == 1) return 1;
-    if (rc < 0) {
-      answer_error(c, rc);
-      return 0;
-    }
-    answer_image(c, img);
-    kv_image_unref(img);
-    return 0;
+    return get_image(rt, r, a, w);
   case KV_ROUTE_KEY:
-    if (r->method == HTTP_GET || r->method == HTTP_HEAD) {
-      rec = kv_store_get(c->srv->store, r->key, r->klen);
-      if (rec) answer_value(c, 200, rec, c->srv->store->rev);
-      else answer_missing(c, c->srv->store->rev);
-      return 0;
-    }
-    return handle_write(c, r);
+    if (r->method != HTTP_GET && r->method != HTTP_HEAD)
+      return submit_write(rt, r, a, w);
+    rec = kv_store_get(rt->store, r->key, r->klen);
+    if (rec != NULL)
+      return answer_value(r, a, 200, rec, rt->store->rev);
+    return answer_missing(rt, r, a, rt->store->rev);
   }
-  answer_error(c, KV_EBADREQ);
-  return 0;
+  return kv_router_error(rt, r, a, KV_EBADREQ, NULL);
+}
+
+int kv_router_resume(const kv_router_t *rt, kv_http_req_t *r,
+                     kv_router_answer_t *a, kv_router_wait_t *w) {
+  kv_image_t *img = w->img;
+
+  w->img = NULL;
+  if (r->route == KV_ROUTE_ROOT) {
+    if (w->status != 0) return kv_router_error(rt, r, a, w->status, NULL);
+    assert(img != NULL);
+    return answer_image(r, a, img);
+  }
+  assert(r->route == KV_ROUTE_KEY && img == NULL);
+  return answer_written(rt, r, a, w);
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kv/container.h"
 #include "kv/error.h"
 #include "kv/log.h"
 
@@ -27,7 +28,7 @@ static void notify(const char *msg) {
   size_t n;
   int fd;
 
-  if (!path || (path[0] != '/' && path[0] != '@')) return;
+  if (path == NULL || (path[0] != '/' && path[0] != '@')) return;
   n = strlen(path);
   if (n >= sizeof(sa.sun_path)) return;
   memset(&sa, 0, sizeof(sa));
@@ -43,19 +44,14 @@ static void notify(const char *msg) {
 }
 
 static void update_date(kv_server_t *srv) {
-  kv_http_date(srv->date, time(NULL));
+  kv_http_date(srv->env.date, time(NULL));
 }
 
 static void on_sweep(uv_timer_t *t) {
   kv_server_t *srv = t->data;
-  uint64_t now = uv_now(srv->loop);
-  kv_conn_t *c, *next;
 
   update_date(srv);
-  for (c = srv->conns; c; c = next) {
-    next = c->next; /* closing only schedules the free */
-    kv_conn_sweep(c, now);
-  }
+  kv_conn_sweep(&srv->env, uv_now(srv->loop));
   kv_store_sweep(srv->store);
 }
 
@@ -67,15 +63,18 @@ static void on_connection(uv_stream_t *listener, int status) {
     /* On EMFILE libuv sheds the connection with its spare descriptor and
      * reports it here, once per connection: one line a second is enough. */
     uint64_t now = uv_now(srv->loop);
-    if (now - srv->accept_warned >= 1000 || !srv->accept_warned) {
-      srv->accept_warned = now ? now : 1;
+    if (now - srv->accept_warned >= 1000 || srv->accept_warned == 0) {
+      srv->accept_warned = now != 0 ? now : 1;
       kv_log_warn("accept: %s (shedding connections)", uv_strerror(status));
     }
     return;
   }
-  rc = kv_conn_accept(srv, listener, srv->nconns >= srv->cfg.max_conns);
-  if (rc != 0 && rc != UV_EAGAIN)
-    kv_log_warn("accept: %s", rc < -100 ? uv_strerror(rc) : kv_strerror(rc));
+  rc = kv_conn_accept(&srv->env, listener,
+                      srv->env.nconns >= srv->cfg.max_conns);
+  /* The accept's own libuv errors come back through kv_err_uv; EAGAIN says
+   * the client left before its connection was taken. */
+  if (rc != 0 && rc != kv_err_uv(UV_EAGAIN))
+    kv_log_warn("accept: %s", kv_strerror(rc));
 }
 
 static void finish(kv_server_t *srv) {
@@ -89,15 +88,15 @@ static void finish(kv_server_t *srv) {
 }
 
 static void maybe_finish(kv_server_t *srv) {
-  if (srv->shutting_down == 1 && srv->store_drained && srv->nconns == 0) {
+  if (srv->shutting_down == 1 && srv->store_drained &&
+      srv->env.nconns == 0) {
     srv->shutting_down = 2;
     finish(srv);
   }
 }
 
-void kv_server_conn_gone(kv_server_t *srv) {
-  srv->nconns--;
-  maybe_finish(srv);
+static void on_conn_gone(kv_conn_env_t *env) {
+  maybe_finish(KV_CONTAINER_OF(env, kv_server_t, env));
 }
 
 static void on_drained(kv_store_t *s) {
@@ -119,28 +118,35 @@ static void on_deadline(uv_timer_t *t) {
  * loop run dry. */
 static void on_signal(uv_signal_t *h, int signum) {
   kv_server_t *srv = h->data;
-  kv_conn_t *c, *next;
 
   if (srv->shutting_down) return;
   srv->shutting_down = 1;
+  srv->router.stopping = 1;
+  srv->env.stopping = 1;
   notify("STOPPING=1");
   kv_log_info("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
   uv_close((uv_handle_t *)&srv->listener, NULL);
   uv_timer_start(&srv->deadline, on_deadline, KV_SHUTDOWN_MS, 0);
   uv_unref((uv_handle_t *)&srv->deadline);
-  for (c = srv->conns; c; c = next) {
-    next = c->next;
-    kv_conn_drain(c);
-  }
+  kv_conn_drain(&srv->env);
   kv_store_drain(srv->store, on_drained);
 }
 
+/* Hands the settings that apply at once to the connections. */
 static void apply_limits(kv_server_t *srv) {
-  srv->limits.max_uri = srv->cfg.max_uri;
-  srv->limits.max_head = srv->cfg.max_head;
-  srv->limits.max_value = srv->cfg.max_value;
-  srv->limits.max_headers = srv->cfg.max_headers;
-  kv_log_set_level(srv->cfg.log_level);
+  const kv_config_t *cfg = &srv->cfg;
+  kv_http_limits_t *hl = &srv->env.http.limits;
+  kv_conn_limits_t *cl = &srv->env.limits;
+
+  hl->max_uri = cfg->max_uri;
+  hl->max_head = cfg->max_head;
+  hl->max_value = cfg->max_value;
+  hl->max_headers = cfg->max_headers;
+  cl->header_timeout_ms = cfg->header_timeout_ms;
+  cl->body_timeout_ms = cfg->body_timeout_ms;
+  cl->idle_timeout_ms = cfg->idle_timeout_ms;
+  cl->access_log = cfg->access_log;
+  kv_log_set_level(cfg->log_level);
 }
 
 /* SIGHUP: reopen the log and re-read the config file.  Limits, timeouts,
@@ -148,7 +154,8 @@ static void apply_limits(kv_server_t *srv) {
  * directory, the sync mode and the map size need a restart. */
 static void on_hup(uv_signal_t *h, int signum) {
   kv_server_t *srv = h->data;
-  kv_config_t next, *cur = &srv->cfg;
+  kv_config_t *cur = &srv->cfg;
+  kv_config_t next;
   int rc;
   (void)signum;
 
@@ -190,7 +197,8 @@ static void on_hup(uv_signal_t *h, int signum) {
 static int listen_on(kv_server_t *srv) {
   const kv_config_t *cfg = &srv->cfg;
   struct sockaddr_storage ss;
-  int namelen = sizeof(ss), rc;
+  int namelen = sizeof(ss);
+  int rc;
   int port;
 
   if (uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&ss) != 0 &&
@@ -211,7 +219,7 @@ static int listen_on(kv_server_t *srv) {
               ss.ss_family == AF_INET6 ? "]" : "", port);
   /* Whoever started kvd learns the address even when the log goes to a
    * file or is quieter than info. */
-  if (cfg->log_file[0] || kv_log_level() < KV_LOG_INFO)
+  if (cfg->log_file[0] != '\0' || kv_log_level() < KV_LOG_INFO)
     fprintf(stderr, "kvd: listening on http://%s%s%s:%d\n",
             ss.ss_family == AF_INET6 ? "[" : "", cfg->host,
             ss.ss_family == AF_INET6 ? "]" : "", port);
@@ -225,25 +233,35 @@ int kv_server_open(kv_server_t *srv, uv_loop_t *loop, char *err,
   kv_metrics_init(&srv->metrics);
   srv->loop = loop;
   srv->loop->data = srv;
-  apply_limits(srv);
-  kv_conn_settings(&srv->settings);
-  update_date(srv);
-  srv->rbuf = malloc(KV_READ_BUF);
-  if (!srv->rbuf) {
-    snprintf(err, errlen, "%s", kv_strerror(KV_ENOMEM));
-    return KV_ENOMEM;
+  rc = kv_conn_env_init(&srv->env, loop);
+  if (rc != 0) {
+    snprintf(err, errlen, "%s", kv_strerror(rc));
+    return rc;
   }
+  srv->env.router = &srv->router;
+  srv->env.metrics = &srv->metrics;
+  srv->env.gone = on_conn_gone;
+  apply_limits(srv);
+  update_date(srv);
   rc = kv_store_open(srv->loop, &srv->cfg, &srv->metrics, &srv->store, err,
                      errlen);
-  if (rc == 0) srv->ready = 1;
-  return rc;
+  if (rc != 0) return rc;
+  srv->router = (kv_router_t){
+      .store = srv->store,
+      .cfg = &srv->cfg,
+      .limits = &srv->env.http.limits,
+      .metrics = &srv->metrics,
+      .conns = &srv->env.nconns,
+      .ready = 1,
+  };
+  return 0;
 }
 
 void kv_server_free(kv_server_t *srv) {
-  if (!srv) return;
-  if (srv->store) kv_store_free(srv->store);
-  if (srv->loop) uv_loop_close(srv->loop);
-  free(srv->rbuf);
+  if (srv == NULL) return;
+  if (srv->store != NULL) kv_store_free(srv->store);
+  if (srv->loop != NULL) uv_loop_close(srv->loop);
+  kv_conn_env_free(&srv->env);
   free(srv);
 }
 
@@ -253,7 +271,7 @@ int kv_server_main(int argc, char **argv) {
   int rc;
 
   srv = calloc(1, sizeof(*srv));
-  if (!srv) {
+  if (srv == NULL) {
     fprintf(stderr, "kvd: out of memory\n");
     return 1;
   }
@@ -264,7 +282,7 @@ int kv_server_main(int argc, char **argv) {
   }
   /* Like Redis's protected mode: an open port with no token is a
    * mistake unless the user says otherwise. */
-  if (!kv_config_is_loopback(srv->cfg.host) && !srv->cfg.token_len &&
+  if (!kv_config_is_loopback(srv->cfg.host) && srv->cfg.token_len == 0 &&
       !srv->cfg.insecure) {
     fprintf(stderr, "kvd: refusing to listen on %s without --token-file "
                     "(pass --insecure to allow it)\n", srv->cfg.host);
@@ -283,7 +301,8 @@ int kv_server_main(int argc, char **argv) {
   rc = kv_server_open(srv, uv_default_loop(), err, sizeof(err));
   if (rc != 0) {
     fprintf(stderr, "kvd: %s: %s\n", srv->cfg.data, err);
-    if (srv->cfg.log_file[0]) kv_log_error("%s: %s", srv->cfg.data, err);
+    if (srv->cfg.log_file[0] != '\0')
+      kv_log_error("%s: %s", srv->cfg.data, err);
     rc = 1;
     goto out;
   }

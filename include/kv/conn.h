@@ -1,11 +1,14 @@
-/* conn.h - one client connection.
+/* conn.h - client connections.
  *
- * A connection reads into the listener's shared buffer and parses in place;
- * only the bytes left unparsed while a request waits (for its commit, or
- * for an image) are copied aside.  While a request waits, parsing is paused
- * and reading stops, so pipelined requests are answered strictly in order
- * and a read after a write sees that write.  Responses accumulate and go
- * out in one writev per batch.
+ * A connection reads into its environment's shared buffer and parses in
+ * place; only the bytes left unparsed while a request waits (for its
+ * commit, or for an image) are copied aside.  While a request waits,
+ * parsing is paused and reading stops, so pipelined requests are answered
+ * strictly in order and a read after a write sees that write.  Responses
+ * accumulate and go out in one writev per batch.
+ *
+ * Each complete head and message goes to the router; a connection hears a
+ * waiting request's outcome from the store itself and resumes itself.
  *
  * A connection is freed only in its close callback, closing is idempotent,
  * and a connection whose request is still in the store's hands is closed
@@ -14,89 +17,66 @@
 #ifndef KV_CONN_H
 #define KV_CONN_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "kv/http.h"
-#include "kv/store.h"
+#include "kv/metrics.h"
+#include "kv/router.h"
 
-struct kv_server;
+/* The size of the read buffer every connection shares. */
+#define KV_CONN_READ_BUF (64 * 1024)
 
-enum {
-  KV_CONN_IDLE = 0, /* between requests */
-  KV_CONN_HEAD,     /* reading a request's head */
-  KV_CONN_BODY,     /* reading a request's body */
-  KV_CONN_WAIT,     /* a request waits for the store */
-  KV_CONN_LINGER    /* answered and closing: draining what the client sends */
-};
+typedef struct kv_conn kv_conn_t;
 
-typedef struct kv_conn {
-  kv_http_t http; /* first: llhttp's callbacks find the connection from it */
-  uv_tcp_t tcp;
-  struct kv_server *srv;
-  struct kv_conn *prev, *next;
-  int state;
-  uint64_t deadline; /* uv_now() ms when the current state times out */
-  uint64_t t0;       /* uv_hrtime() when the current request began */
-  char peer[48];     /* the client's address, for the access log */
+/* What a connection needs from its owner besides the router. */
+typedef struct {
+  unsigned header_timeout_ms; /* a head, and a new connection's first */
+  unsigned body_timeout_ms;   /* a stalled body */
+  unsigned idle_timeout_ms;   /* keep-alive, and a client not reading */
+  int access_log;             /* one line per answer */
+} kv_conn_limits_t;
 
-  char *pending; /* unparsed bytes held while paused */
-  size_t pending_len, pending_cap;
+/* Everything connections share, owned by the server.  The owner sets the
+ * fields marked "owner" after kv_conn_env_init and keeps date fresh. */
+typedef struct kv_conn_env {
+  uv_loop_t *loop;
+  kv_conn_limits_t limits;  /* owner; may change between requests */
+  kv_http_settings_t http;  /* conn's hooks; owner sets http.limits */
+  const kv_router_t *router; /* owner */
+  kv_metrics_t *metrics;    /* owner */
+  char date[32];            /* owner: the Date cache, an IMF-fixdate */
+  char *rbuf;               /* KV_CONN_READ_BUF bytes */
+  int stopping;             /* owner: shutting down, every answer is last */
+  /* Called after a connection is freed (owner; may be NULL). */
+  void (*gone)(struct kv_conn_env *env);
+  kv_conn_t *conns; /* every open connection */
+  size_t nconns;
+} kv_conn_env_t;
 
-  kv_out_t out[2]; /* one being written, one filling */
-  int cur;         /* index of the filling one */
-  uv_write_t wreq;
-#define KV_SLICE_BUFS 64
-  uv_buf_t slice[KV_SLICE_BUFS]; /* the slice being written */
-  size_t slice_len;
-  uv_shutdown_t sreq;
-  uint64_t write_since; /* when the write in flight last made progress */
-  size_t write_queued;  /* its unsent bytes at that time */
+/* Prepares env for loop: the read buffer and the llhttp hooks.  Returns 0
+ * or KV_ENOMEM. */
+int kv_conn_env_init(kv_conn_env_t *env, uv_loop_t *loop);
 
-  kv_write_t write;     /* the store write of the waiting request */
-  kv_image_wait_t iwait;
-
-  unsigned writing : 1;
-  unsigned paused : 1;      /* the parser is paused */
-  unsigned reading : 1;
-  unsigned eof : 1;         /* the client sent FIN */
-  unsigned close_after : 1; /* close once the queued output is written */
-  unsigned close_wanted : 1;/* close as soon as the store lets go */
-  unsigned closing : 1;     /* uv_close was called */
-  unsigned keep : 1;        /* the request asked for keep-alive */
-} kv_conn_t;
+/* Frees what kv_conn_env_init made, once every connection is gone. */
+void kv_conn_env_free(kv_conn_env_t *env);
 
 /* Accepts a connection from the listener's socket.  With refuse, it is
- * answered 503 with Retry-After and closed (--max-connections). */
-int kv_conn_accept(struct kv_server *srv, uv_stream_t *listener, int refuse);
+ * answered 503 with Retry-After and closed (--max-connections).  Returns
+ * 0, KV_ENOMEM, or a libuv error of the accept through kv_err_uv. */
+int kv_conn_accept(kv_conn_env_t *env, uv_stream_t *listener, int refuse);
 
 /* Serves a connected stream socket that did not come from the listener
- * (the request-path fuzzer uses a socketpair).  Returns 0 or an error. */
-int kv_conn_adopt(struct kv_server *srv, uv_os_sock_t fd);
-
-/* Counts one answer in the metrics and the access log. */
-void kv_conn_answered(kv_conn_t *c, int status, size_t body);
-
-/* Closes the connection now, or as soon as the store has answered it. */
-void kv_conn_close(kv_conn_t *c);
+ * (the request-path fuzzer uses a socketpair).  Returns 0, KV_ENOMEM, or a
+ * libuv error through kv_err_uv. */
+int kv_conn_adopt(kv_conn_env_t *env, uv_os_sock_t fd);
 
 /* Called once a second: times out connections past their deadline. */
-void kv_conn_sweep(kv_conn_t *c, uint64_t now);
+void kv_conn_sweep(kv_conn_env_t *env, uint64_t now);
 
-/* Shutdown: idle connections close now, busy ones after their answer. */
-void kv_conn_drain(kv_conn_t *c);
-
-/* Queueing helpers for the router. */
-kv_out_t *kv_conn_out(kv_conn_t *c);
-const char *kv_conn_date(kv_conn_t *c);
-
-/* True if the answer being queued is the connection's last: the client
- * asked to close, a fatal error occurred, or the server is shutting down. */
-int kv_conn_last_answer(const kv_conn_t *c);
-
-/* Called by the router when a waiting request has its answer queued. */
-void kv_conn_resume(kv_conn_t *c);
-
-/* llhttp settings shared by every connection. */
-void kv_conn_settings(llhttp_settings_t *s);
+/* Shutdown: idle connections close now, busy ones after their answer.
+ * Set env->stopping first. */
+void kv_conn_drain(kv_conn_env_t *env);
 
 #endif

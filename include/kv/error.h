@@ -8,6 +8,8 @@
 #ifndef KV_ERROR_H
 #define KV_ERROR_H
 
+#include <stddef.h>
+
 /* X(name, code, http_status, message) */
 #define KV_ERRORS(X)                                                          \
   X(ENOMEM,     -1,  503, "out of memory")                                    \
@@ -58,5 +60,18 @@ int kv_err_status(int err);
 
 /* Returns the reason phrase for an HTTP status ("Not Found"). */
 const char *kv_status_reason(int status);
+
+/* libuv's errors enter kvd's codes here, and only here.  A libuv error is
+ * carried as KV_EUV_BASE plus its value, below every KV_E* code, so that
+ * one int says which of the two it is: kv_strerror names it with
+ * uv_strerror, kv_err_status gives 500, and kv_err_uv(0) is 0. */
+#define KV_EUV_BASE (-100000)
+int kv_err_uv(int uv_err);
+
+/* Writes a one-line message to buf, printf-style: newlines (yajl's and
+ * LMDB's messages carry them) become spaces, and trailing spaces go.  Does
+ * nothing when buf is NULL or len is 0; the message is cut to fit. */
+void kv_errf(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

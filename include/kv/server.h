@@ -9,36 +9,28 @@
 #ifndef KV_SERVER_H
 #define KV_SERVER_H
 
-#include <llhttp.h>
 #include <uv.h>
 
 #include "kv/config.h"
 #include "kv/conn.h"
-#include "kv/http.h"
 #include "kv/metrics.h"
+#include "kv/router.h"
 #include "kv/store.h"
-
-#define KV_READ_BUF (64 * 1024)
 
 typedef struct kv_server {
   uv_loop_t *loop;
   kv_config_t cfg;
-  kv_http_limits_t limits;
-  llhttp_settings_t settings;
   kv_store_t *store;
+  kv_router_t router;
+  kv_conn_env_t env; /* the connections and what they share */
   uv_tcp_t listener;
   uv_signal_t sigterm, sigint, sighup;
   kv_metrics_t metrics;
   int argc;
   char **argv;
-  int ready;
   uint64_t accept_warned; /* uv_now() of the last accept warning */
   uv_timer_t sweep;
   uv_timer_t deadline; /* bounds the shutdown */
-  kv_conn_t *conns;
-  size_t nconns;
-  char date[32];
-  char *rbuf; /* shared read buffer */
   int shutting_down; /* 1 while draining, 2 once done */
   int store_drained;
 } kv_server_t;
@@ -55,8 +47,5 @@ int kv_server_open(kv_server_t *srv, uv_loop_t *loop, char *err,
 
 /* Frees what kv_server_open made, after the loop has run dry. */
 void kv_server_free(kv_server_t *srv);
-
-/* Called by a connection when it is freed. */
-void kv_server_conn_gone(kv_server_t *srv);
 
 #endif

@@ -156,10 +156,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       abort();
   }
   if (fcntl(sv[1], F_SETFL, O_NONBLOCK) != 0) abort();
-  if (kv_conn_adopt(srv, sv[0]) != 0) abort();
+  if (kv_conn_adopt(&srv->env, sv[0]) != 0) abort();
   /* Feed the input as the socket takes it, reading answers meanwhile so
    * neither side blocks; then half-close, as a client that is done. */
-  while (srv->nconns > 0 && turns++ < FUZZ_MAX_TURNS) {
+  while (srv->env.nconns > 0 && turns++ < FUZZ_MAX_TURNS) {
     if (sent < size) {
       ssize_t n = write(sv[1], data + sent, size - sent);
       if (n > 0) sent += (size_t)n;
@@ -172,7 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     drain(sv[1], &out, &len, &cap);
     if (turns > 1000) usleep(100); /* a commit is on the thread pool */
   }
-  if (srv->nconns > 0) abort(); /* the connection never finished */
+  if (srv->env.nconns > 0) abort(); /* the connection never finished */
   drain(sv[1], &out, &len, &cap);
   close(sv[1]);
   if (getenv("FUZZ_REQUEST_DUMP")) /* to see what an input gets back */

@@ -4,6 +4,7 @@
 
 #include "kv/config.h"
 #include "kv/error.h"
+#include "kv/log.h"
 #include "test.h"
 
 /* Parses a NULL-terminated argument list with stderr silenced. */
@@ -133,4 +134,47 @@ KV_TEST(errors_table, "every error code has a message and an HTTP status") {
   CHECK_INT(kv_err_status(12345), 500);
   CHECK_STR(kv_status_reason(507), "Insufficient Storage");
   CHECK_STR(kv_strerror(12345), "unknown error");
+}
+
+/* Reads a whole small file into buf. */
+static void slurp(const char *path, char *buf, size_t cap) {
+  FILE *f = fopen(path, "r");
+  size_t n;
+
+  CHECK(f != NULL);
+  n = fread(buf, 1, cap - 1, f);
+  buf[n] = '\0';
+  fclose(f);
+}
+
+KV_TEST(reload_reports_to_log, "a reload reports a bad config file line to the log and prints nothing, not even for --help") {
+  char dir[] = "/tmp/kvd-config.XXXXXX", conf[128], log[128], buf[4096];
+  char *bad[] = {"kvd", "--config", conf, NULL};
+  char *help[] = {"kvd", "--help", NULL};
+  kv_config_t next;
+  FILE *f, *saved = stdout;
+
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(conf, sizeof(conf), "%s/kvd.conf", dir);
+  snprintf(log, sizeof(log), "%s/kvd.log", dir);
+  f = fopen(conf, "w");
+  CHECK(f != NULL);
+  fputs("# a comment\nbogus = 1\n", f);
+  fclose(f);
+  CHECK_INT(kv_log_open(log), 0);
+  stdout = fopen(log, "a"); /* anything printed would land in the log */
+  CHECK(stdout != NULL);
+  CHECK_INT(kv_config_reload(3, bad, &next), -1);
+  CHECK_INT(kv_config_reload(2, help, &next), -1);
+  fclose(stdout);
+  stdout = saved;
+  CHECK_INT(kv_log_open(NULL), 0);
+  slurp(log, buf, sizeof(buf));
+  CHECK(strstr(buf, "kvd: error: ") != NULL);
+  CHECK(strstr(buf, "kvd.conf:2: unknown setting 'bogus'") != NULL);
+  CHECK(strstr(buf, "usage") == NULL);
+  CHECK(strchr(buf, '\n') == strrchr(buf, '\n')); /* that line alone */
+  remove(conf);
+  remove(log);
+  rmdir(dir);
 }
