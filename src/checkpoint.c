@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <lmdb.h>
 #include <sys/file.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,17 +63,6 @@ struct kv_ckpt_snap {
   size_t plen;
   char prefix[];
 };
-
-static void ckpt_err(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void ckpt_err(char *errbuf, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  if (errbuf == NULL || errlen == 0) return;
-  va_start(ap, fmt);
-  vsnprintf(errbuf, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* Translates an LMDB or errno code from a transaction.  A full map, disk or
  * quota is KV_ENOSPACE and EIO is KV_EIO; the caller has nothing better to
@@ -143,43 +131,43 @@ static int ckpt_prepare_dir(kv_ckpt_t *c, const char *dir, int *nolock,
   if (stat(dir, &st) != 0) {
     e = errno;
     if (e != ENOENT || readonly) {
-      ckpt_err(errbuf, errlen, "cannot open: %s", strerror(e));
+      kv_errf(errbuf, errlen, "cannot open: %s", strerror(e));
       return e == EIO ? KV_EIO : KV_ESTORE;
     }
     if (mkdir(dir, 0700) != 0) {
       e = errno;
-      ckpt_err(errbuf, errlen, "cannot create: %s", strerror(e));
+      kv_errf(errbuf, errlen, "cannot create: %s", strerror(e));
       return e == EIO ? KV_EIO : KV_ESTORE;
     }
     c->made_dir = c->created = 1;
     return 0;
   }
   if (!S_ISDIR(st.st_mode)) {
-    ckpt_err(errbuf, errlen, "cannot open: %s", strerror(ENOTDIR));
+    kv_errf(errbuf, errlen, "cannot open: %s", strerror(ENOTDIR));
     return KV_ESTORE;
   }
   if ((size_t)snprintf(path, sizeof path, "%s/data.mdb", dir) >= sizeof path) {
-    ckpt_err(errbuf, errlen, "cannot open: %s", strerror(ENAMETOOLONG));
+    kv_errf(errbuf, errlen, "cannot open: %s", strerror(ENAMETOOLONG));
     return KV_ESTORE;
   }
   if (lstat(path, &st) != 0) {
     e = errno;
     if (e != ENOENT) {
-      ckpt_err(errbuf, errlen, "cannot open data.mdb: %s", strerror(e));
+      kv_errf(errbuf, errlen, "cannot open data.mdb: %s", strerror(e));
       return e == EIO ? KV_EIO : KV_ESTORE;
     }
     r = ckpt_dir_empty(dir);
     if (r < 0) {
-      ckpt_err(errbuf, errlen, "cannot read: %s", strerror(-r));
+      kv_errf(errbuf, errlen, "cannot read: %s", strerror(-r));
       return -r == EIO ? KV_EIO : KV_ESTORE;
     }
     if (r == 0) {
-      ckpt_err(errbuf, errlen,
+      kv_errf(errbuf, errlen,
                "not a kvd data directory (it holds other files)");
       return KV_ENOTKVD;
     }
     if (readonly) {
-      ckpt_err(errbuf, errlen, "not a kvd data directory (it is empty)");
+      kv_errf(errbuf, errlen, "not a kvd data directory (it is empty)");
       return KV_ENOTKVD;
     }
     c->created = 1;
@@ -215,12 +203,12 @@ static int ckpt_check_size(kv_ckpt_t *c, char *errbuf, size_t errlen) {
 
   if (mdb_env_info(c->env, &info) != 0 || mdb_env_stat(c->env, &st) != 0 ||
       mdb_env_get_fd(c->env, &fd) != 0 || fstat(fd, &fs) != 0) {
-    ckpt_err(errbuf, errlen, "%s", "cannot read data.mdb's size");
+    kv_errf(errbuf, errlen, "%s", "cannot read data.mdb's size");
     return KV_ESTORE;
   }
   need = ((unsigned long long)info.me_last_pgno + 1) * st.ms_psize;
   if ((unsigned long long)fs.st_size < need) {
-    ckpt_err(errbuf, errlen,
+    kv_errf(errbuf, errlen,
              "data.mdb is truncated: %llu bytes, its pages need %llu; "
              "restore it from a backup",
              (unsigned long long)fs.st_size, need);
@@ -418,7 +406,7 @@ static int ckpt_check_format(kv_ckpt_t *c, char *errbuf, size_t errlen) {
     if (!ckpt_format_is(&v, CKPT_FORMAT) &&
         !ckpt_format_is(&v, CKPT_FORMAT_V1)) {
       if (v.mv_size > 4 && memcmp(v.mv_data, "kvd-", 4) == 0) {
-        ckpt_err(errbuf, errlen,
+        kv_errf(errbuf, errlen,
                  "unsupported kvd format (this build reads %s and %s)",
                  CKPT_FORMAT_V1, CKPT_FORMAT);
         err = KV_ENOTKVD;
@@ -429,7 +417,7 @@ static int ckpt_check_format(kv_ckpt_t *c, char *errbuf, size_t errlen) {
     c->v1 = ckpt_format_is(&v, CKPT_FORMAT_V1);
     rc = mdb_dbi_open(txn, "data", 0, &c->data);
     if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
-      ckpt_err(errbuf, errlen, "the kvd data database is missing");
+      kv_errf(errbuf, errlen, "the kvd data database is missing");
       err = KV_ECORRUPT;
       goto fail;
     }
@@ -447,11 +435,11 @@ static int ckpt_check_format(kv_ckpt_t *c, char *errbuf, size_t errlen) {
   return 0;
 
 not_kvd:
-  ckpt_err(errbuf, errlen, "not a kvd data directory (no kvd format marker)");
+  kv_errf(errbuf, errlen, "not a kvd data directory (no kvd format marker)");
   err = KV_ENOTKVD;
   goto fail;
 lmdb_fail:
-  ckpt_err(errbuf, errlen, "cannot initialise: %s", mdb_strerror(rc));
+  kv_errf(errbuf, errlen, "cannot initialise: %s", mdb_strerror(rc));
   err = ckpt_open_err(rc);
 fail:
   if (txn != NULL) mdb_txn_abort(txn);
@@ -487,7 +475,7 @@ static int ckpt_sync_new(kv_ckpt_t *c, const char *dir, char *errbuf,
     e = ckpt_sync_dir(parent);
   }
   if (e == 0) return 0;
-  ckpt_err(errbuf, errlen, "cannot sync the new directory: %s", strerror(e));
+  kv_errf(errbuf, errlen, "cannot sync the new directory: %s", strerror(e));
   return e == EIO ? KV_EIO : KV_ESTORE;
 }
 
@@ -498,10 +486,10 @@ int kv_ckpt_open(const char *dir, int flags, unsigned max_readers,
   int nolock, rc, err, dead;
 
   *out = NULL;
-  ckpt_err(errbuf, errlen, "%s", "");
+  kv_errf(errbuf, errlen, "%s", "");
   c = calloc(1, sizeof *c);
   if (c == NULL) {
-    ckpt_err(errbuf, errlen, "%s", strerror(ENOMEM));
+    kv_errf(errbuf, errlen, "%s", strerror(ENOMEM));
     return KV_ENOMEM;
   }
   c->readonly = (flags & KV_CKPT_READONLY) != 0;
@@ -515,7 +503,7 @@ int kv_ckpt_open(const char *dir, int flags, unsigned max_readers,
     if (c->dirfd < 0 || flock(c->dirfd, LOCK_EX | LOCK_NB) != 0) {
       int e = errno;
       err = e == EWOULDBLOCK ? KV_EBUSY : KV_ESTORE;
-      ckpt_err(errbuf, errlen, "%s",
+      kv_errf(errbuf, errlen, "%s",
                e == EWOULDBLOCK ? kv_strerror(KV_EBUSY) : strerror(e));
       goto fail;
     }
@@ -536,7 +524,7 @@ int kv_ckpt_open(const char *dir, int flags, unsigned max_readers,
   if (rc != 0) goto lmdb_fail;
   rc = mdb_env_open(c->env, dir, envflags, 0600);
   if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH) {
-    ckpt_err(errbuf, errlen, "not a kvd data directory (data.mdb: %s)",
+    kv_errf(errbuf, errlen, "not a kvd data directory (data.mdb: %s)",
              mdb_strerror(rc));
     err = KV_ENOTKVD;
     goto fail;
@@ -560,7 +548,7 @@ int kv_ckpt_open(const char *dir, int flags, unsigned max_readers,
   return 0;
 
 lmdb_fail:
-  ckpt_err(errbuf, errlen, "cannot open: %s", mdb_strerror(rc));
+  kv_errf(errbuf, errlen, "cannot open: %s", mdb_strerror(rc));
   err = ckpt_open_err(rc);
 fail:
   if (c->env != NULL) mdb_env_close(c->env);

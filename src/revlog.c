@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,17 +89,6 @@ static uint64_t get64(const unsigned char *p) {
 }
 
 static uint64_t pad8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void errf(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  if (err == NULL || errlen == 0) return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static int io_err(int e) {
   return e == ENOSPC || e == EDQUOT ? KV_ENOSPACE
@@ -427,7 +415,7 @@ static int list_segments(kv_revlog_t *l, char *err, size_t errlen) {
 
   if (dfd < 0 || (d = fdopendir(dfd)) == NULL) {
     if (dfd >= 0) close(dfd);
-    errf(err, errlen, "cannot read %s: %s", l->dir, strerror(errno));
+    kv_errf(err, errlen, "cannot read %s: %s", l->dir, strerror(errno));
     return KV_EIO;
   }
   while ((e = readdir(d)) != NULL) {
@@ -457,7 +445,7 @@ static int list_segments(kv_revlog_t *l, char *err, size_t errlen) {
         segs_push(l, (seg_t){first, 0, (uint64_t)st.st_size, pin}) != 0) {
       if (pin >= 0) close(pin);
       closedir(d);
-      errf(err, errlen, "cannot read %s/%s", l->dir, e->d_name);
+      kv_errf(err, errlen, "cannot read %s/%s", l->dir, e->d_name);
       return KV_EIO;
     }
   }
@@ -476,7 +464,7 @@ int kv_revlog_open(const char *dir, kv_sync_t sync, uint64_t seg_size,
   *out = NULL;
   if (!l || !(l->dir = malloc(n))) {
     free(l);
-    errf(err, errlen, "%s", strerror(ENOMEM));
+    kv_errf(err, errlen, "%s", strerror(ENOMEM));
     return KV_ENOMEM;
   }
   snprintf(l->dir, n, "%s/" KV_REVLOG_DIR, dir);
@@ -494,7 +482,7 @@ int kv_revlog_open(const char *dir, kv_sync_t sync, uint64_t seg_size,
       *out = l;
       return 0;
     }
-    errf(err, errlen, "cannot open %s: %s", l->dir, strerror(errno));
+    kv_errf(err, errlen, "cannot open %s: %s", l->dir, strerror(errno));
     kv_revlog_close(l);
     return KV_EIO;
   }
@@ -503,7 +491,7 @@ int kv_revlog_open(const char *dir, kv_sync_t sync, uint64_t seg_size,
     int e = pfd < 0 || fsync(pfd) != 0 ? errno : 0;
     if (pfd >= 0) close(pfd);
     if (e) {
-      errf(err, errlen, "cannot sync %s: %s", dir, strerror(e));
+      kv_errf(err, errlen, "cannot sync %s: %s", dir, strerror(e));
       kv_revlog_close(l);
       return KV_EIO;
     }
@@ -596,7 +584,7 @@ static int replay_seg(replay_t *r, size_t i, const unsigned char *m,
     if ((off == SEG_HDR && op.rev != s->first) ||
         (r->prev && op.rev <= r->prev) ||
         op.rev > (r->prev > r->after ? r->prev : r->after) + 1) {
-      errf(r->err, r->errlen,
+      kv_errf(r->err, r->errlen,
            "%s/%s: revision %" PRIu64 " at offset %" PRIu64 " follows %"
            PRIu64 " (the checkpoint holds %" PRIu64 "): the log has a gap",
            l->dir, name, op.rev, off, r->prev, r->after);
@@ -673,7 +661,7 @@ int kv_revlog_replay(kv_revlog_t *l, uint64_t after, kv_revlog_fn fn,
     seg_name(name, sizeof name, l->segs[i].first);
     e = map_seg(l, &l->segs[i], &fd, &m);
     if (e) {
-      errf(err, errlen, "cannot read %s/%s: %s", l->dir, name, strerror(e));
+      kv_errf(err, errlen, "cannot read %s/%s: %s", l->dir, name, strerror(e));
       return KV_EIO;
     }
     hdr_ok = m && seg_header_ok(m, l->segs[i].size, l->segs[i].first);
@@ -687,7 +675,7 @@ int kv_revlog_replay(kv_revlog_t *l, uint64_t after, kv_revlog_fn fn,
           rec_parse(m + end, l->segs[i].size - end, &lop) > 0)
         later = 0; /* written while this reader looked */
       if (later) {
-        errf(err, errlen,
+        kv_errf(err, errlen,
              "%s/%s: zeroed record at offset %" PRIu64 " (revision %" PRIu64
              " expected) with revision %" PRIu64 " written after it; "
              "restore the data directory from a backup",
@@ -695,7 +683,7 @@ int kv_revlog_replay(kv_revlog_t *l, uint64_t after, kv_revlog_fn fn,
         rc = KV_ECORRUPT;
       } else if (!l->readonly && i + 1 == l->nsegs &&
                  (e = zero_tail(l, fd, m, l->segs[i].size, end)) != 0) {
-        errf(err, errlen, "cannot repair %s/%s: %s", l->dir, name,
+        kv_errf(err, errlen, "cannot repair %s/%s: %s", l->dir, name,
              strerror(e));
         rc = KV_EIO;
       }
@@ -718,7 +706,7 @@ int kv_revlog_replay(kv_revlog_t *l, uint64_t after, kv_revlog_fn fn,
                   : seg_header_ok(m, l->segs[i].size, l->segs[i].first)))
         later = 0;
       if (later) {
-        errf(err, errlen,
+        kv_errf(err, errlen,
              "%s/%s: damaged %s at offset %" PRIu64 " (revision %" PRIu64
              " expected) with revision %" PRIu64 " written after it; "
              "restore the data directory from a backup",
@@ -728,7 +716,7 @@ int kv_revlog_replay(kv_revlog_t *l, uint64_t after, kv_revlog_fn fn,
       } else if (!l->readonly && hdr_ok) {
         e = zero_tail(l, fd, m, l->segs[i].size, bad);
         if (e) {
-          errf(err, errlen, "cannot repair %s/%s: %s", l->dir, name,
+          kv_errf(err, errlen, "cannot repair %s/%s: %s", l->dir, name,
                strerror(e));
           rc = KV_EIO;
         }
