@@ -13,7 +13,7 @@
 
 #include "kv/error.h"
 #include "kv/log.h"
-#include "kv/store.h"
+#include "store_int.h"
 
 static void commit_work(uv_work_t *req) {
   kv_store_t *s = req->data;

@@ -22,7 +22,7 @@
 
 #include "kv/error.h"
 #include "kv/log.h"
-#include "kv/store.h"
+#include "store_int.h"
 
 #define KV_IMAGE_REFRESH_MIN_MS 1000
 

@@ -9,7 +9,7 @@
  * that also records the last revision it holds, after which the log
  * segments it covers are removed.  So LMDB is never ahead of the map, and
  * never holds a transaction that was not synced. */
-#include "kv/store.h"
+#include "store_int.h"
 
 #include <assert.h>
 #include <stdio.h>

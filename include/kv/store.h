@@ -178,15 +178,4 @@ void kv_store_drain(kv_store_t *s, void (*done)(kv_store_t *s));
 void kv_store_close(kv_store_t *s);
 void kv_store_free(kv_store_t *s);
 
-/* The store's parts report to store.c, the one scheduler of the log, the
- * checkpoint and the image.  Internal to the store. */
-void kv__store_schedule(kv_store_t *s);
-void kv__store_committed(kv_store_t *s, kv_write_t *batch, int rc);
-int kv__commit_start(kv_store_t *s, int pre);
-void kv__imager_init(kv_store_t *s);
-void kv__imager_changed(kv_store_t *s);
-int kv__imager_start(kv_store_t *s);
-void kv__imager_fail(kv_store_t *s, int rc);
-int kv__imager_idle(kv_store_t *s);
-
 #endif
