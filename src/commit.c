@@ -44,6 +44,9 @@ struct kv_seen {
   int exists;
 };
 
+/* Sizes the table for a batch of n writes: the allocation is kept for
+ * the largest batch so far, but only the part this batch uses is cleared
+ * and probed, so a small batch after a huge one costs little. */
 static int seen_prepare(kv_store_t *s, size_t n) {
   size_t cap = 16;
 
@@ -55,13 +58,14 @@ static int seen_prepare(kv_store_t *s, size_t n) {
     s->seen = t;
     s->seen_cap = cap;
   }
-  memset(s->seen, 0, s->seen_cap * sizeof *s->seen);
+  s->seen_mask = cap - 1;
+  memset(s->seen, 0, cap * sizeof *s->seen);
   return 0;
 }
 
 static struct kv_seen *seen_slot(kv_store_t *s, const char *key,
                                  size_t klen) {
-  size_t mask = s->seen_cap - 1;
+  size_t mask = s->seen_mask;
   size_t i = kv_map_hash(s->map, key, klen) & mask;
 
   while (s->seen[i].key &&

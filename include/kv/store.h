@@ -88,7 +88,7 @@ typedef struct kv_store {
   kv_op_t *ops;
   size_t ops_cap, ops_n;
   struct kv_seen *seen;       /* keys of the batch being formed */
-  size_t seen_cap;
+  size_t seen_cap, seen_mask;
   int commit_rc;
   int commit_pre;  /* error decided before the trip to the pool */
   int committing;
