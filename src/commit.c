@@ -42,6 +42,7 @@ struct kv_seen {
   const char *key; /* NULL: an empty slot */
   size_t klen;
   int exists;
+  uint64_t rev; /* the value's revision, when it exists */
 };
 
 /* Sizes the table for a batch of n writes: the allocation is kept for
@@ -98,15 +99,32 @@ static int commit_form(kv_store_t *s) {
     struct kv_seen *e = seen_slot(s, key, klen);
     kv_op_t *op;
 
-    w->existed = e->key ? e->exists : kv_map_get(s->map, key, klen) != NULL;
-    e->key = key;
-    e->klen = klen;
-    e->exists = w->op == KV_OP_PUT;
+    uint64_t cur = 0;
+    if (e->key) {
+      w->existed = e->exists;
+      cur = e->rev;
+    } else {
+      const kv_rec_t *now = kv_map_get(s->map, key, klen);
+      w->existed = now != NULL;
+      cur = now ? now->rev : 0;
+    }
+    /* The condition sees every write applied before this one, those of
+     * this batch included; a failed one writes nothing and takes no
+     * revision. */
+    if (w->cond && kv_cond_eval(w->cond, w->existed, cur, 0) != 0) {
+      w->cond_rc = KV_EPRECOND;
+      w->rev = 0;
+      continue;
+    }
     if (w->op == KV_OP_DEL && !w->existed) {
       w->rev = 0;
       continue;
     }
+    e->key = key;
+    e->klen = klen;
+    e->exists = w->op == KV_OP_PUT;
     w->rev = ++rev;
+    e->rev = w->rev;
     op = &s->ops[i++];
     op->op = w->op;
     op->rev = w->rev;
@@ -153,6 +171,7 @@ void kv_store_submit(kv_store_t *s, kv_write_t *w) {
   w->next = NULL;
   w->rev = 0;
   w->existed = 0;
+  w->cond_rc = 0;
   *s->pend_tail = w;
   s->pend_tail = &w->next;
   s->pend_n++;

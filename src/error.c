@@ -45,12 +45,14 @@ const char *kv_status_reason(int status) {
   case 200: return "OK";
   case 201: return "Created";
   case 204: return "No Content";
+  case 304: return "Not Modified";
   case 400: return "Bad Request";
   case 401: return "Unauthorized";
   case 404: return "Not Found";
   case 405: return "Method Not Allowed";
   case 408: return "Request Timeout";
   case 411: return "Length Required";
+  case 412: return "Precondition Failed";
   case 413: return "Content Too Large";
   case 414: return "URI Too Long";
   case 417: return "Expectation Failed";

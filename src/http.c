@@ -63,7 +63,8 @@ int kv_http_error(kv_out_t *o, const char *date, int err, const char *extra,
 /* ---- request assembly --------------------------------------------------- */
 
 /* The headers kvd acts on (kv_http_req_t.cur_hdr). */
-enum { HDR_OTHER = 0, HDR_CTYPE, HDR_EXPECT, HDR_AUTH, HDR_TE };
+enum { HDR_OTHER = 0, HDR_CTYPE, HDR_EXPECT, HDR_AUTH, HDR_TE, HDR_IFMATCH,
+       HDR_IFNONE };
 
 /* A kept buffer over this is freed when the next message begins. */
 #define KEEP_MAX 65536
@@ -208,6 +209,19 @@ static int hname_is(const kv_http_req_t *r, const char *name) {
   return r->hname_len == n && strncasecmp(r->hname, name, n) == 0;
 }
 
+/* Appends to a precondition header's value; one that does not fit is
+ * remembered, never cut short into a different list. */
+static void cond_append(kv_http_req_t *r, char *dst, size_t *dlen,
+                        size_t cap, const char *at, size_t len) {
+  if (*dlen + len >= cap) {
+    r->cond_long = 1;
+    return;
+  }
+  memcpy(dst + *dlen, at, len);
+  *dlen += len;
+  dst[*dlen] = '\0';
+}
+
 /* Only the headers kvd acts on are kept; llhttp itself tracks framing
  * (Content-Length, Transfer-Encoding, Connection). */
 static int on_header_field_complete(llhttp_t *p) {
@@ -230,7 +244,17 @@ static int on_header_field_complete(llhttp_t *p) {
       r->cur_hdr = HDR_TE;
     else if (hname_is(r, "authorization") && r->auth_len == 0)
       r->cur_hdr = HDR_AUTH;
+    else if (hname_is(r, "if-match"))
+      r->cur_hdr = HDR_IFMATCH;
+    else if (hname_is(r, "if-none-match"))
+      r->cur_hdr = HDR_IFNONE;
   }
+  /* A list header given in several fields is one list (RFC 9110 5.3). */
+  if (r->cur_hdr == HDR_IFMATCH && r->if_match_n++ > 0)
+    cond_append(r, r->if_match, &r->if_match_len, sizeof(r->if_match), ",",
+                1);
+  if (r->cur_hdr == HDR_IFNONE && r->if_none_n++ > 0)
+    cond_append(r, r->if_none, &r->if_none_len, sizeof(r->if_none), ",", 1);
   r->hname_len = 0;
   r->hname_long = 0;
   r->head_bytes += 4; /* ": " and CRLF */
@@ -270,6 +294,11 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
     append_bounded(r->ctype, &r->ctype_len, sizeof(r->ctype), at, len);
   else if (r->cur_hdr == HDR_EXPECT)
     append_bounded(r->expect, &r->expect_len, sizeof(r->expect), at, len);
+  else if (r->cur_hdr == HDR_IFMATCH)
+    cond_append(r, r->if_match, &r->if_match_len, sizeof(r->if_match), at,
+                len);
+  else if (r->cur_hdr == HDR_IFNONE)
+    cond_append(r, r->if_none, &r->if_none_len, sizeof(r->if_none), at, len);
   r->head_bytes += len;
   return too_big_head(h) ? HPE_USER : 0;
 }

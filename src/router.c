@@ -249,13 +249,47 @@ static int answer_text(const kv_http_req_t *r, kv_router_answer_t *a,
   return rc;
 }
 
-/* Answers with img and drops the caller's reference on it. */
-static int answer_image(const kv_http_req_t *r, kv_router_answer_t *a,
-                        kv_image_t *img) {
+/* Parses If-Match and If-None-Match into c.  Returns 0 or KV_EBADCOND. */
+static int parse_cond(const kv_http_req_t *r, kv_cond_t *c) {
+  memset(c, 0, sizeof(*c));
+  if (r->cond_long) return KV_EBADCOND;
+  if (r->if_match_n > 0 &&
+      kv_cond_parse(r->if_match, r->if_match_len, &c->match) != 0)
+    return KV_EBADCOND;
+  if (r->if_none_n > 0 &&
+      kv_cond_parse(r->if_none, r->if_none_len, &c->none) != 0)
+    return KV_EBADCOND;
+  return 0;
+}
+
+/* A failed precondition (RFC 9110 13.2.2): 304 with the tag and no body
+ * for a read's If-None-Match, else 412 with the current tag, if any. */
+static int answer_cond(const kv_router_t *rt, const kv_http_req_t *r,
+                       kv_router_answer_t *a, int verdict, int exists,
+                       uint64_t etag, uint64_t rev) {
+  revs_t h;
+
+  if (verdict == 1)
+    return answer_head(a, 304, NULL, -1, revs(&h, etag, rev));
+  return kv_router_error(rt, r, a, KV_EPRECOND,
+                         revs(&h, exists ? etag : NO_ETAG, rev));
+}
+
+/* Answers with img and drops the caller's reference on it, or with 304 or
+ * 412 when the request's preconditions say so. */
+static int answer_image(const kv_router_t *rt, const kv_http_req_t *r,
+                        kv_router_answer_t *a, kv_image_t *img,
+                        const kv_cond_t *c) {
   revs_t h;
   uint64_t rev = kv_image_rev(img);
-  int rc = answer_head(a, 200, KV_CT_JSON, (int64_t)kv_image_len(img),
-                       revs(&h, rev, rev));
+  int v = kv_cond_eval(c, 1, rev, 1), rc;
+
+  if (v != 0) {
+    kv_image_unref(img);
+    return answer_cond(rt, r, a, v, 1, rev, rev);
+  }
+  rc = answer_head(a, 200, KV_CT_JSON, (int64_t)kv_image_len(img),
+                   revs(&h, rev, rev));
 
   if (rc == 0 && r->method != HTTP_HEAD)
     rc = kv_out_append_image(a->out, img);
@@ -295,6 +329,13 @@ static int answer_written(const kv_router_t *rt, const kv_http_req_t *r,
   uint64_t rev = w->write.rev;
 
   if (w->status != 0) return kv_router_error(rt, r, a, w->status, NULL);
+  if (w->write.cond_rc != 0) {
+    /* Answered once its whole batch is applied: the tag and revision are
+     * the store's now. */
+    const kv_rec_t *now = kv_store_get(rt->store, r->key, r->klen);
+    return answer_cond(rt, r, a, KV_EPRECOND, now != NULL,
+                       now ? now->rev : 0, rt->store->rev);
+  }
   if (r->method == HTTP_PUT)
     return answer_head(a, w->existed ? 204 : 201, NULL, w->existed ? -1 : 0,
                        revs(&h, rev, rev));
@@ -339,6 +380,7 @@ static int submit_write(const kv_router_t *rt, kv_http_req_t *r,
     wr->op = KV_OP_PUT;
     wr->rec = kv_rec_ref(r->rec); /* the request keeps one for POST's echo */
   }
+  wr->cond = w->cond.match.present || w->cond.none.present ? &w->cond : NULL;
   kv_store_submit(rt->store, wr);
   return KV_ROUTER_WAITING;
 }
@@ -353,12 +395,13 @@ static int get_image(const kv_router_t *rt, kv_http_req_t *r,
   rc = kv_store_image(rt->store, &w->image, &img);
   if (rc == 1) return KV_ROUTER_WAITING;
   if (rc < 0) return kv_router_error(rt, r, a, rc, NULL);
-  return answer_image(r, a, img);
+  return answer_image(rt, r, a, img, &w->cond);
 }
 
 int kv_router_message(const kv_router_t *rt, kv_http_req_t *r,
                       kv_router_answer_t *a, kv_router_wait_t *w) {
   kv_rec_t *rec;
+  int v;
 
   if (r->err != 0) return kv_router_error(rt, r, a, r->err, r->extra);
   switch (r->route) {
@@ -373,11 +416,19 @@ int kv_router_message(const kv_router_t *rt, kv_http_req_t *r,
   case KV_ROUTE_METRICS:
     return answer_metrics(rt, r, a);
   case KV_ROUTE_ROOT:
+    if (parse_cond(r, &w->cond) != 0)
+      return kv_router_error(rt, r, a, KV_EBADCOND, NULL);
     return get_image(rt, r, a, w);
   case KV_ROUTE_KEY:
+    if (parse_cond(r, &w->cond) != 0)
+      return kv_router_error(rt, r, a, KV_EBADCOND, NULL);
     if (r->method != HTTP_GET && r->method != HTTP_HEAD)
       return submit_write(rt, r, a, w);
     rec = kv_store_get(rt->store, r->key, r->klen);
+    v = kv_cond_eval(&w->cond, rec != NULL, rec ? rec->rev : 0, 1);
+    if (v != 0)
+      return answer_cond(rt, r, a, v, rec != NULL, rec ? rec->rev : 0,
+                         rt->store->rev);
     if (rec != NULL)
       return answer_value(r, a, 200, rec, rt->store->rev);
     return answer_missing(rt, r, a, rt->store->rev);
@@ -393,7 +444,7 @@ int kv_router_resume(const kv_router_t *rt, kv_http_req_t *r,
   if (r->route == KV_ROUTE_ROOT) {
     if (w->status != 0) return kv_router_error(rt, r, a, w->status, NULL);
     assert(img != NULL);
-    return answer_image(r, a, img);
+    return answer_image(rt, r, a, img, &w->cond);
   }
   assert(r->route == KV_ROUTE_KEY && img == NULL);
   return answer_written(rt, r, a, w);

@@ -44,7 +44,9 @@
   X(EAUTH,      -30, 401, "missing or invalid bearer token")                \
   X(EBUSYCONN,  -31, 503, "too many connections")                           \
   X(ECODING,    -32, 501, "unsupported transfer coding: only chunked")  \
-  X(EREADERS,   -33, 503, "the LMDB reader table is full")
+  X(EREADERS,   -33, 503, "the LMDB reader table is full")               \
+  X(EPRECOND,   -34, 412, "precondition failed")                           \
+  X(EBADCOND,   -35, 400, "malformed If-Match or If-None-Match")
 
 enum {
 #define KV__ERR_ENUM(name, code, status, msg) KV_##name = (code),

@@ -98,6 +98,13 @@ typedef struct kv_http_req {
   size_t te_len;
   char auth[KV_AUTH_HDR_MAX];
   size_t auth_len;
+  /* If-Match and If-None-Match, every field of each joined by commas;
+   * cond_long says one did not fit (a 400, as a malformed one). */
+  char if_match[512];
+  size_t if_match_len;
+  char if_none[512];
+  size_t if_none_len;
+  unsigned if_match_n, if_none_n, cond_long;
 
   /* Set by the router (router.h) when the head is complete: */
   int route;

@@ -24,7 +24,7 @@ enum { KV_M_GET, KV_M_HEAD, KV_M_PUT, KV_M_POST, KV_M_DELETE, KV_M_OTHER,
        KV_M_NMETHODS };
 
 #define KV_M_NSTATUS 20
-#define KV_M_NERRORS 33 /* error codes -1..-33 (include/kv/error.h) */
+#define KV_M_NERRORS 35 /* error codes -1..-35 (include/kv/error.h) */
 
 typedef struct {
   uint64_t requests[KV_M_NMETHODS][KV_M_NSTATUS];

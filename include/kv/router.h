@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 
+#include "kv/cond.h"
 #include "kv/config.h"
 #include "kv/http.h"
 #include "kv/metrics.h"
@@ -64,6 +65,7 @@ typedef struct {
   int status;            /* the outcome: 0 or the store's error */
   int existed;           /* a write's: the key had a value */
   kv_image_t *img;       /* an image's, referenced: resume takes it over */
+  kv_cond_t cond;        /* the request's preconditions, while it waits */
 } kv_router_wait_t;
 
 /* What routing a message, or resuming it, gives. */

@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "kv/checkpoint.h"
+#include "kv/cond.h"
 #include "kv/config.h"
 #include "kv/image.h"
 #include "kv/map.h"
@@ -43,9 +44,11 @@ struct kv_write {
   kv_rec_t *rec; /* PUT: the new record; the store takes this reference */
   kv_slice_t key; /* DEL: the key; must stay valid until done runs */
   kv_write_cb done;
+  const kv_cond_t *cond; /* If-Match / If-None-Match, or NULL */
   /* Set by the store when the write's batch is formed: */
   uint64_t rev;  /* its revision; 0 for a DELETE of a missing key */
   int existed;   /* the key had a value, counting earlier writes */
+  int cond_rc;   /* KV_EPRECOND: cond failed, nothing was written */
 };
 
 typedef struct kv_image_wait kv_image_wait_t;

@@ -127,7 +127,7 @@ expect "GET /_ready answers 200" 200 "$(code $url/_ready)"
 expect "PUT /greeting answers 201" 201 "$(code -X PUT --data-binary hello $url/greeting)"
 expect "GET /greeting answers the value" hello "$(ctcurl $url/greeting)"
 expect "GET / answers the map" '{"greeting":"hello"}' "$(ctcurl $url/)"
-if ctcurl $url/_metrics | grep -q '^kvd_'; then
+if ctcurl $url/_metrics | grep '^kvd_' >/dev/null; then
     ok "GET /_metrics answers Prometheus text"
 else
     not_ok "GET /_metrics answers Prometheus text"
@@ -167,7 +167,7 @@ if ct systemctl restart kvd >>"$LOG" 2>&1; then
 else
     ok "a config error fails systemctl restart, after $(($(date +%s) - start)) s"
 fi
-if ct journalctl -u kvd --no-pager -o cat 2>&1 | grep -q "kvd.conf:$badline: "; then
+if ct journalctl -u kvd --no-pager -o cat 2>&1 | grep "kvd.conf:$badline: " >/dev/null; then
     ok "the journal names the bad line, kvd.conf:$badline"
 else
     not_ok "the journal names the bad line, kvd.conf:$badline"

@@ -38,21 +38,21 @@ static int count_lines(const char *text, const char *line) {
   return c;
 }
 
-KV_TEST(last_error_counted, "the last error code, KV_EREADERS, is counted and rendered") {
+KV_TEST(last_error_counted, "the last error code, KV_EBADCOND, is counted and rendered") {
   kv_metrics_t m;
   kv_metrics_gauges_t g = {0};
   char *text;
   kv_metrics_init(&m);
-  kv_metrics_error(&m, KV_EREADERS);
-  kv_metrics_error(&m, KV_EREADERS);
+  kv_metrics_error(&m, KV_EBADCOND);
+  kv_metrics_error(&m, KV_EBADCOND);
   CHECK_INT(m.errors[KV_M_NERRORS - 1], 2);
   text = render(&m, &g);
-  CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"readers\"} 2"), 1);
+  CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"badcond\"} 2"), 1);
   CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"nomem\"} 0"), 0);
   free(text);
 }
 
-KV_TEST(every_error_counted, "every error code from -1 to -33 is counted once under its own kind") {
+KV_TEST(every_error_counted, "every error code from -1 to -35 is counted once under its own kind") {
   kv_metrics_t m;
   kv_metrics_gauges_t g = {0};
   char *text, line[96];
