@@ -107,10 +107,14 @@ class StracedKvd(Kvd):
                 else:
                     kinds[fd] = "other pwrite"
                 continue
-            m = re.search(r"(fdatasync|pwrite64)\((\d+).*INJECTED", line)
+            m = re.search(r'(fdatasync|pwrite64)\((\d+)(, "(\\0)*)?.*INJECTED', line)
             if m:
-                hits.append("fdatasync" if m.group(1) == "fdatasync"
-                            else kinds.get(m.group(2), "other pwrite"))
+                kind = ("fdatasync" if m.group(1) == "fdatasync"
+                        else kinds.get(m.group(2), "other pwrite"))
+                # A segment being zero-filled, not a record being logged.
+                if kind == "log pwrite" and m.group(3) and m.group(3).startswith(', "\\0\\0'):
+                    kind = "log zero-fill pwrite"
+                hits.append(kind)
         return hits
 
     def start(self):
@@ -249,9 +253,10 @@ def eio_fdatasync():
 @case("EIO from the log's pwrite at commit answers 500 then 503 and loses no acknowledged write")
 def eio_pwrite():
     need_strace()
-    # The first commit's thread zero-fills the first segment (16 pwrites
-    # of 64 KiB) and writes its header: its 20th pwrite is a record.
-    hit, error = io_error_scenario("pwrite64:error=EIO:when=20")
+    # The first commit's thread zero-fills the first 1 MiB segment (256
+    # pwrites of a page) and writes its header: its 260th pwrite is a
+    # record.
+    hit, error = io_error_scenario("pwrite64:error=EIO:when=260")
     assert error is None, error
     assert hit == "log pwrite", hit
 
