@@ -60,6 +60,8 @@ struct kv_ckpt_snap {
   MDB_cursor_op op; /* the next cursor move: FIRST/SET_RANGE, then NEXT */
   int done;
   size_t maxkey;
+  const char *from; /* where SET_RANGE starts, when not the prefix */
+  size_t flen;
   size_t plen;
   char prefix[];
 };
@@ -273,13 +275,14 @@ static uint64_t ckpt_get_u64(const unsigned char *p) {
 
 /* Stores the value behind its header, written in place (MDB_RESERVE). */
 static int ckpt_put_value(MDB_txn *txn, MDB_dbi dbi, MDB_val *k,
-                          const char *val, size_t vlen, uint64_t rev) {
+                          const char *val, size_t vlen, uint64_t rev,
+                          uint64_t expires) {
   MDB_val v = {CKPT_HDR + vlen, NULL};
   int rc = mdb_put(txn, dbi, k, &v, MDB_RESERVE);
 
   if (rc != 0) return rc;
   ckpt_put_u64(v.mv_data, rev);
-  ckpt_put_u64((unsigned char *)v.mv_data + 8, 0);
+  ckpt_put_u64((unsigned char *)v.mv_data + 8, expires);
   if (vlen) memcpy((char *)v.mv_data + CKPT_HDR, val, vlen);
   return 0;
 }
@@ -353,7 +356,7 @@ static int ckpt_migrate_v1(kv_ckpt_t *c, MDB_txn *txn) {
     k.mv_data = e + 2;
     rc = ckpt_put_value(txn, c->data, &k,
                         (const char *)e + 2 + klen + sizeof(size_t), vlen,
-                        i + 1);
+                        i + 1, 0);
   }
   if (rc == 0) rc = ckpt_put_rev(txn, c->meta, n);
   if (rc == 0) rc = mdb_put(txn, c->meta, &fk, &fv, 0);
@@ -657,8 +660,8 @@ int kv_ckpt_commit(kv_ckpt_t *c, const kv_op_t *ops, size_t n) {
     if (ops[i].rev > last) last = ops[i].rev;
     if (ops[i].op == KV_OP_PUT) {
       rc = ckpt_put_value(txn, c->data, &k, ops[i].val.ptr, ops[i].val.len,
-                          ops[i].rev);
-    } else if (ops[i].op == KV_OP_DEL) {
+                          ops[i].rev, ops[i].expires);
+    } else if (ops[i].op == KV_OP_DEL || ops[i].op == KV_OP_EXPIRE) {
       rc = mdb_del(txn, c->data, &k, NULL);
       if (rc == MDB_NOTFOUND) rc = 0;
     } else {
@@ -728,8 +731,8 @@ int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_item_t *item) {
   int rc;
 
   if (s->done) return 0;
-  k.mv_size = s->plen;
-  k.mv_data = s->prefix;
+  k.mv_size = s->from ? s->flen : s->plen;
+  k.mv_data = s->from ? (void *)s->from : s->prefix;
   rc = mdb_cursor_get(s->cur, &k, &v, s->op);
   s->op = MDB_NEXT;
   if (rc == MDB_NOTFOUND) {
@@ -743,6 +746,7 @@ int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_item_t *item) {
   }
   item->key.ptr = k.mv_data;
   item->key.len = k.mv_size;
+  item->expires = 0;
   if (s->c->v1) {
     item->rev = 0;
     item->val.ptr = v.mv_data;
@@ -751,6 +755,7 @@ int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_item_t *item) {
   }
   if (v.mv_size < CKPT_HDR) return KV_ECORRUPT;
   item->rev = ckpt_get_u64(v.mv_data);
+  item->expires = ckpt_get_u64((const unsigned char *)v.mv_data + 8);
   item->val.ptr = (const char *)v.mv_data + CKPT_HDR;
   item->val.len = v.mv_size - CKPT_HDR;
   return 1;
@@ -764,10 +769,16 @@ int kv_ckpt_snap_rev(kv_ckpt_snap_t *s, uint64_t *rev) {
 void kv_ckpt_snap_rewind(kv_ckpt_snap_t *s) {
   s->op = s->plen > 0 ? MDB_SET_RANGE : MDB_FIRST;
   s->done = s->plen > s->maxkey;
+  s->from = NULL;
 }
 
-int kv_ckpt_snap_next_cb(void *snap, kv_item_t *item) {
-  return kv_ckpt_snap_next(snap, item);
+void kv_ckpt_snap_seek(kv_ckpt_snap_t *s, const char *key, size_t klen) {
+  if (s->done || kv_slice_cmp(key, klen, s->prefix, s->plen) <= 0) return;
+  /* A key longer than LMDB takes cannot be stored; its first bytes start
+   * the range no later than it, and the caller skips what sorts before. */
+  s->from = key;
+  s->flen = klen < s->maxkey ? klen : s->maxkey;
+  s->op = MDB_SET_RANGE;
 }
 
 void kv_ckpt_snap_close(kv_ckpt_snap_t *s) {

@@ -72,6 +72,10 @@ int kv_percent_decode(const char *src, size_t len, char *dst,
   return decode(src, len, dst, outlen, 0);
 }
 
+int kv_form_decode(const char *src, size_t len, char *dst, size_t *outlen) {
+  return decode(src, len, dst, outlen, 1);
+}
+
 /* Checks that every '%' in n bytes at p starts a valid escape.  Returns 0
  * or KV_EENCODING. */
 static int check_escapes(const char *p, size_t n) {

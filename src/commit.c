@@ -35,7 +35,7 @@ static void commit_done(uv_work_t *req, int uvstatus) {
   kv__store_committed(s, batch, uvstatus != 0 ? KV_ESTORE : s->commit_rc);
 }
 
-/* The state of the keys written so far in the batch being formed: an
+/* The state of the keys met so far in the batch being formed: an
  * open-addressed table over the batch's keys, so a write's "existed" (and
  * any condition on it) counts the writes before it in the same batch. */
 struct kv_seen {
@@ -75,17 +75,36 @@ static struct kv_seen *seen_slot(kv_store_t *s, const char *key,
   return &s->seen[i];
 }
 
+static kv_op_t *op_add(kv_store_t *s, size_t *i, int type, const char *key,
+                       size_t klen, uint64_t rev) {
+  kv_op_t *op = &s->ops[(*i)++];
+
+  op->op = type;
+  op->rev = rev;
+  op->batch = s->rev + 1;
+  op->expires = 0;
+  op->key.ptr = key;
+  op->key.len = klen;
+  op->val.ptr = NULL;
+  op->val.len = 0;
+  return op;
+}
+
 /* Decides each pending write against the map and the writes before it,
  * numbers the ones that change the store, and lists their ops.  A DELETE
- * of a missing key takes no revision and writes nothing. */
+ * of a missing key takes no revision and writes nothing.  A key whose
+ * expiry time has passed is missing: the first write of the batch that
+ * meets it writes its removal first, with its own revision, so every
+ * expiry is in the log as one (the expirer's own writes are only the way
+ * this happens when no client touches the key). */
 static int commit_form(kv_store_t *s) {
-  uint64_t rev = s->rev;
+  uint64_t rev = s->rev, now = kv_ttl_now();
   size_t i = 0;
   kv_write_t *w;
   int rc;
 
-  if (s->ops_cap < s->pend_n) {
-    size_t cap = s->pend_n < 64 ? 64 : s->pend_n * 2;
+  if (s->ops_cap < 2 * s->pend_n) {
+    size_t cap = s->pend_n < 32 ? 64 : s->pend_n * 4;
     kv_op_t *ops = realloc(s->ops, cap * sizeof(*ops));
     if (!ops) return KV_ENOMEM;
     s->ops = ops;
@@ -97,21 +116,34 @@ static int commit_form(kv_store_t *s) {
     const char *key = w->op == KV_OP_PUT ? kv_rec_key(w->rec) : w->key.ptr;
     size_t klen = w->op == KV_OP_PUT ? w->rec->klen : w->key.len;
     struct kv_seen *e = seen_slot(s, key, klen);
+    uint64_t expired_rev = 0;
     kv_op_t *op;
 
-    uint64_t cur = 0;
-    if (e->key) {
-      w->existed = e->exists;
-      cur = e->rev;
-    } else {
-      const kv_rec_t *now = kv_map_get(s->map, key, klen);
-      w->existed = now != NULL;
-      cur = now ? now->rev : 0;
+    if (!e->key) {
+      const kv_rec_t *cur = kv_map_get(s->map, key, klen);
+      e->key = key;
+      e->klen = klen;
+      e->exists = cur != NULL;
+      e->rev = cur ? cur->rev : 0;
+      if (cur && kv_rec_expired(cur, now)) {
+        expired_rev = ++rev;
+        op_add(s, &i, KV_OP_EXPIRE, key, klen, expired_rev);
+        e->exists = 0;
+        e->rev = 0;
+      }
     }
+    if (w->op == KV_OP_EXPIRE) {
+      /* Done if this very look-up wrote the key's removal; otherwise an
+       * earlier write of the batch did, or the record was replaced. */
+      w->existed = 0;
+      w->rev = expired_rev;
+      continue;
+    }
+    w->existed = e->exists;
     /* The condition sees every write applied before this one, those of
      * this batch included; a failed one writes nothing and takes no
      * revision. */
-    if (w->cond && kv_cond_eval(w->cond, w->existed, cur, 0) != 0) {
+    if (w->cond && kv_cond_eval(w->cond, w->existed, e->rev, 0) != 0) {
       w->cond_rc = KV_EPRECOND;
       w->rev = 0;
       continue;
@@ -120,25 +152,18 @@ static int commit_form(kv_store_t *s) {
       w->rev = 0;
       continue;
     }
-    e->key = key;
-    e->klen = klen;
     e->exists = w->op == KV_OP_PUT;
     w->rev = ++rev;
     e->rev = w->rev;
-    op = &s->ops[i++];
-    op->op = w->op;
-    op->rev = w->rev;
-    op->batch = s->rev + 1;
-    op->expires = 0;
-    op->key.ptr = key;
-    op->key.len = klen;
+    op = op_add(s, &i, w->op, key, klen, w->rev);
     if (w->op == KV_OP_PUT) {
+      /* The TTL counts from now, when the write is numbered: its append
+       * and apply follow within the commit. */
       w->rec->rev = w->rev;
+      w->rec->expires = w->ttl ? now + (uint64_t)w->ttl * 1000 : 0;
+      op->expires = w->rec->expires;
       op->val.ptr = kv_rec_value(w->rec);
       op->val.len = w->rec->vlen;
-    } else {
-      op->val.ptr = NULL;
-      op->val.len = 0;
     }
   }
   s->ops_n = i;
@@ -167,7 +192,7 @@ int kv__commit_start(kv_store_t *s, int pre) {
   return 1;
 }
 
-void kv_store_submit(kv_store_t *s, kv_write_t *w) {
+void kv__commit_enqueue(kv_store_t *s, kv_write_t *w) {
   w->next = NULL;
   w->rev = 0;
   w->existed = 0;
@@ -175,5 +200,9 @@ void kv_store_submit(kv_store_t *s, kv_write_t *w) {
   *s->pend_tail = w;
   s->pend_tail = &w->next;
   s->pend_n++;
+}
+
+void kv_store_submit(kv_store_t *s, kv_write_t *w) {
+  kv__commit_enqueue(s, w);
   kv__store_schedule(s);
 }

@@ -460,6 +460,13 @@ static void on_image(kv_image_wait_t *w, int status, kv_image_t *img) {
   conn_deferred(c);
 }
 
+static void on_list(kv_list_t *l) {
+  kv_conn_t *c = KV_CONTAINER_OF(l, kv_conn_t, wait.list);
+
+  c->wait.status = l->status;
+  conn_deferred(c);
+}
+
 /* ---- parsing ------------------------------------------------------------ */
 
 /* Parses len bytes at data.  When a request pauses the parser, the bytes
@@ -611,6 +618,7 @@ static kv_conn_t *conn_new(kv_conn_env_t *env) {
   kv_http_init(&c->http, &env->http);
   c->wait.write.done = on_written;
   c->wait.image.done = on_image;
+  c->wait.list.done = on_list;
   c->next = env->conns;
   if (env->conns != NULL) env->conns->prev = c;
   env->conns = c;

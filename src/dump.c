@@ -20,6 +20,7 @@
 
 #include "kv/checkpoint.h"
 #include "kv/error.h"
+#include "kv/ttl.h"
 #include "kv/image.h"
 #include "kv/revlog.h"
 
@@ -128,6 +129,7 @@ typedef struct {
   kv_ckpt_snap_t *snap;
   kv_item_t lm; /* LMDB's next item */
   int lm_state; /* 1: lm holds one; 0: LMDB is done; -1: read the next */
+  uint64_t now;  /* Unix ms: keys that expired by then are left out */
 } dump_merge_t;
 
 /* kv_revlog_fn: copies a logged write under the prefix. */
@@ -200,16 +202,20 @@ static int dump_next(void *it, kv_item_t *item) {
             : kv_slice_cmp(m->lm.key.ptr, m->lm.key.len, op->key.ptr,
                            op->key.len);
     if (c < 0) {
-      *item = m->lm;
       m->lm_state = -1;
+      /* An expired key is gone even before its removal is written. */
+      if (m->lm.expires && m->lm.expires <= m->now) continue;
+      *item = m->lm;
       return 1;
     }
     if (c == 0) m->lm_state = -1; /* the log's write wins */
     m->next++;
-    if (op->op == KV_OP_DEL) continue;
+    if (op->op != KV_OP_PUT || (op->expires && op->expires <= m->now))
+      continue;
     item->key = op->key;
     item->val = op->val;
     item->rev = op->rev;
+    item->expires = op->expires;
     return 1;
   }
 }
@@ -221,7 +227,8 @@ static int dump_next(void *it, kv_item_t *item) {
 static int dump_store(const char *dir, const char *prefix, int format) {
   kv_ckpt_t *c = NULL;
   kv_revlog_t *log = NULL;
-  dump_merge_t m = {.prefix = prefix, .plen = strlen(prefix), .lm_state = -1};
+  dump_merge_t m = {.prefix = prefix, .plen = strlen(prefix), .lm_state = -1,
+                    .now = kv_ttl_now()};
   dump_out_t o = {STDOUT_FILENO, 0};
   uint64_t ckpt_rev = 0, last;
   char errbuf[256];

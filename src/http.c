@@ -42,7 +42,15 @@ int kv_http_head(kv_out_t *o, const char *date, int status, const char *ctype,
   }
   if (clen >= 0)
     p += snprintf(p, 48, "Content-Length: %lld\r\n", (long long)clen);
-  if (extra != NULL) p = put(p, extra);
+  if (extra != NULL && strlen(extra) > 256) {
+    /* A long header (a Link with a long key) does not fit the buffer. */
+    int rc = kv_out_append(o, buf, (size_t)(p - buf));
+    if (rc == 0) rc = kv_out_append(o, extra, strlen(extra));
+    if (rc != 0) return rc;
+    p = buf;
+  } else if (extra != NULL) {
+    p = put(p, extra);
+  }
   if (close) p = put(p, "Connection: close\r\n");
   p = put(p, "\r\n");
   return kv_out_append(o, buf, (size_t)(p - buf));

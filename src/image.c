@@ -100,7 +100,8 @@ static int image_encode_to(int format, kv_image_next_fn next, void *it,
     err = KV_ENOMEM;
     goto out;
   }
-  if (format == KV_IMAGE_OBJECT && yajl_gen_map_open(g) != 0) {
+  if ((format == KV_IMAGE_OBJECT && yajl_gen_map_open(g) != 0) ||
+      (format == KV_IMAGE_KEYS && yajl_gen_array_open(g) != 0)) {
     err = KV_ENOMEM;
     goto out;
   }
@@ -120,7 +121,8 @@ static int image_encode_to(int format, kv_image_next_fn next, void *it,
       yajl_gen_reset(g, NULL); /* allow the next top-level object */
     } else {
       err = image_gen_string(g, item.key);
-      if (err == 0) err = image_gen_string(g, item.val);
+      if (err == 0 && format == KV_IMAGE_OBJECT)
+        err = image_gen_string(g, item.val);
       if (err != 0) goto out;
     }
     if (*sink_err) {
@@ -132,8 +134,9 @@ static int image_encode_to(int format, kv_image_next_fn next, void *it,
     err = r;
     goto out;
   }
-  if (format == KV_IMAGE_OBJECT) {
-    if (yajl_gen_map_close(g) != 0) {
+  if (format != KV_IMAGE_NDJSON) {
+    if ((format == KV_IMAGE_OBJECT ? yajl_gen_map_close(g)
+                                   : yajl_gen_array_close(g)) != 0) {
       err = KV_EINVAL;
       goto out;
     }
@@ -172,7 +175,8 @@ int kv_image_encode(int format, kv_image_next_fn next, void *it,
   image_stage_t *s;
   int err;
 
-  if (format != KV_IMAGE_OBJECT && format != KV_IMAGE_NDJSON)
+  if (format != KV_IMAGE_OBJECT && format != KV_IMAGE_NDJSON &&
+      format != KV_IMAGE_KEYS)
     return KV_EINVAL;
   s = malloc(sizeof(*s));
   if (s == NULL) return KV_ENOMEM;
@@ -301,6 +305,13 @@ static void image_publish(const char *dir, const char *tmp,
  * failure the temporary file is removed and the old image is untouched. */
 int kv_image_build(const char *dir, uint64_t rev, size_t size_hint,
                    kv_image_next_fn next, void *it, kv_image_t **out) {
+  return kv_image_build_as(KV_IMAGE_OBJECT, dir, rev, size_hint, next, it,
+                           out);
+}
+
+int kv_image_build_as(int format, const char *dir, uint64_t rev,
+                      size_t size_hint, kv_image_next_fn next, void *it,
+                      kv_image_t **out) {
   char tmp[4096], path[4096];
   image_map_t m = {.fd = -1, .base = MAP_FAILED};
   kv_image_t *img = NULL;
@@ -323,8 +334,7 @@ int kv_image_build(const char *dir, uint64_t rev, size_t size_hint,
   err = image_map_open(&m, dir != NULL ? tmp : NULL,
                        (cap + page - 1) / page * page);
   if (err == 0)
-    err = image_encode_to(KV_IMAGE_OBJECT, next, it, image_map_print, &m,
-                          &m.err);
+    err = image_encode_to(format, next, it, image_map_print, &m, &m.err);
   if (err == 0) err = image_map_finish(&m, page);
   if (err != 0) goto out;
   if (dir != NULL) image_publish(dir, tmp, path);

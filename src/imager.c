@@ -26,14 +26,18 @@
 
 #define KV_IMAGE_REFRESH_MIN_MS 1000
 
+/* Fresh: it reflects every write applied, and none of its keys has
+ * expired since it was built (their removal may not be written yet, but
+ * readers must not see them). */
 static int image_fresh(const kv_store_t *s) {
-  return s->image && kv_image_rev(s->image) >= s->rev;
+  return s->image && kv_image_rev(s->image) >= s->rev &&
+         (!s->image_expires || kv_ttl_now() < s->image_expires);
 }
 
-static int recs_next(void *it, kv_item_t *item) {
-  kv_store_t *s = it;
+static int source_next(kv_store_t *s, kv_item_t *item) {
   const kv_rec_t *r;
 
+  if (!s->recs) return kv_ckpt_snap_next(s->snap, item);
   if (s->rec_next == s->nrecs) return 0;
   r = s->recs[s->rec_next++];
   item->key.ptr = kv_rec_key(r);
@@ -41,22 +45,34 @@ static int recs_next(void *it, kv_item_t *item) {
   item->val.ptr = kv_rec_value(r);
   item->val.len = r->vlen;
   item->rev = r->rev;
+  item->expires = r->expires;
   return 1;
 }
 
-/* Restarts the build's iterator from its first record. */
-static void rewind_source(kv_store_t *s) {
-  if (s->recs) s->rec_next = 0;
-  else kv_ckpt_snap_rewind(s->snap);
+/* kv_image_next_fn: the source's records that had not expired when the
+ * build began; notes the earliest expiry among them, when the image
+ * stops being fresh. */
+static int build_next(void *it, kv_item_t *item) {
+  kv_store_t *s = it;
+  int r;
+
+  while ((r = source_next(s, item)) == 1) {
+    if (!item->expires) return 1;
+    if (item->expires <= s->build_now) continue;
+    if (!s->built_expires || item->expires < s->built_expires)
+      s->built_expires = item->expires;
+    return 1;
+  }
+  return r;
 }
 
 static int build(kv_store_t *s, const char *dir) {
-  rewind_source(s);
-  if (s->recs)
-    return kv_image_build(dir, s->snap_rev, s->snap_hint, recs_next, s,
-                          &s->built);
-  return kv_image_build(dir, s->snap_rev, s->snap_hint, kv_ckpt_snap_next_cb,
-                        s->snap, &s->built);
+  /* From the first record again (the fallback is a second pass). */
+  if (s->recs) s->rec_next = 0;
+  else kv_ckpt_snap_rewind(s->snap);
+  s->built_expires = 0;
+  return kv_image_build(dir, s->snap_rev, s->snap_hint, build_next, s,
+                        &s->built);
 }
 
 /* The builder's own thread, at the lowest priority: a build is a second
@@ -135,6 +151,7 @@ static void image_done(uv_async_t *h) {
   if (rc == 0) {
     kv_image_unref(s->image);
     s->image = s->built;
+    s->image_expires = s->built_expires;
     s->built = NULL;
     s->failed_rev = 0;
   } else {
@@ -251,6 +268,7 @@ int kv__imager_start(kv_store_t *s) {
                           6 * kv_map_count(s->map) + 4096);
   s->imaging = 1;
   s->built_file_rc = 0;
+  s->build_now = kv_ttl_now();
   if (start_builder(s) != 0) {
     s->build_rc = KV_ENOMEM;
     uv_async_send(&s->image_async);

@@ -50,6 +50,8 @@ int kv_rec_new(const char *key, size_t klen, size_t vcap, kv_rec_t **out) {
   if (r == NULL) return KV_ENOMEM;
   r->next = NULL;
   r->rev = 0;
+  r->expires = 0;
+  r->heap = 0;
   r->hash = 0; /* set by kv_map_put, which knows the map's seed */
   r->refs = 1;
   r->vlen = 0;

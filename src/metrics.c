@@ -46,6 +46,7 @@ void kv_metrics_init(kv_metrics_t *m) {
   hist_init(&m->commit, commit_bounds, NELEM(commit_bounds));
   hist_init(&m->image, image_bounds, NELEM(image_bounds));
   hist_init(&m->checkpoint, image_bounds, NELEM(image_bounds));
+  hist_init(&m->list, latency_bounds, NELEM(latency_bounds));
 }
 
 void kv_hist_observe(kv_hist_t *h, double v) {
@@ -201,6 +202,14 @@ int kv_metrics_render(const kv_metrics_t *m, const kv_metrics_gauges_t *g,
             "Log bytes not yet checkpointed into LMDB.", g->log_pending);
   put_hist(&b, "kvd_checkpoint_duration_seconds",
            "Time to write one checkpoint and trim the log.", &m->checkpoint);
+  put_gauge(&b, "kvd_ttl_keys", "gauge",
+            "Keys with a time to live, expired ones not yet removed included.",
+            g->ttl_keys);
+  put_gauge(&b, "kvd_expired_total", "counter",
+            "Keys removed at their expiry time since start.", g->expired);
+  put_hist(&b, "kvd_list_duration_seconds",
+           "Time to answer one listing, waiting for a checkpoint included.",
+           &m->list);
   put_hist(&b, "kvd_image_build_duration_seconds",
            "Time to build one JSON image.", &m->image);
   put_gauge(&b, "kvd_image_bytes", "gauge", "Size of the newest JSON image.",

@@ -143,8 +143,8 @@ static int64_t rec_parse(const unsigned char *p, uint64_t avail, kv_op_t *op) {
   klen = get16(b + 26);
   vlen = get32(b + 28);
   if (REC_FIXED + (uint64_t)klen + vlen != len || klen == 0 ||
-      klen > KV_KEY_MAX || (b[24] != KV_OP_PUT && b[24] != KV_OP_DEL) ||
-      b[25] != 0 || (b[24] == KV_OP_DEL && vlen != 0))
+      klen > KV_KEY_MAX || b[24] < KV_OP_PUT || b[24] > KV_OP_EXPIRE ||
+      b[25] != 0 || (b[24] != KV_OP_PUT && vlen != 0))
     return -1;
   if (get64(p + 8) != XXH3_64bits_withSeed(b, len, len)) return -1;
   op->rev = get64(b);

@@ -9,6 +9,8 @@
 
 #include "kv/codec.h"
 #include "kv/error.h"
+#include "kv/query.h"
+#include "kv/ttl.h"
 
 #define ALLOW_READ "Allow: GET, HEAD\r\n"
 #define ALLOW_KEY "Allow: GET, HEAD, PUT, POST, DELETE\r\n"
@@ -188,7 +190,7 @@ int kv_router_head(const kv_router_t *rt, kv_http_req_t *r) {
 #define NO_ETAG UINT64_MAX
 
 typedef struct {
-  char buf[80];
+  char buf[112];
 } revs_t;
 
 static const char *revs(revs_t *h, uint64_t etag, uint64_t rev) {
@@ -209,11 +211,28 @@ static int answer_head(kv_router_answer_t *a, int status, const char *ctype,
   return kv_http_head(a->out, a->date, status, ctype, clen, extra, a->close);
 }
 
+/* Section 4: a GET or HEAD of a key that expires says in how many whole
+ * seconds, rounded up, so it is never 0 while the key can be read. */
+static const char *with_ttl(revs_t *h, const kv_rec_t *rec) {
+  size_t n = strlen(h->buf);
+  uint64_t now = kv_ttl_now(), left;
+
+  if (!rec->expires || rec->expires <= now) return h->buf;
+  left = (rec->expires - now + 999) / 1000;
+  snprintf(h->buf + n, sizeof(h->buf) - n, "Kvd-TTL: %llu\r\n",
+           (unsigned long long)left);
+  return h->buf;
+}
+
 static int answer_value(const kv_http_req_t *r, kv_router_answer_t *a,
                         int status, kv_rec_t *rec, uint64_t rev) {
   revs_t h;
-  int rc = answer_head(a, status, KV_CT_TEXT, rec->vlen,
-                       revs(&h, rec->rev, rev));
+  const char *extra = revs(&h, rec->rev, rev);
+  int rc;
+
+  if (r->method == HTTP_GET || r->method == HTTP_HEAD)
+    extra = with_ttl(&h, rec);
+  rc = answer_head(a, status, KV_CT_TEXT, rec->vlen, extra);
 
   if (rc == 0 && r->method != HTTP_HEAD)
     rc = kv_out_append_rec(a->out, rec, kv_rec_value(rec), rec->vlen);
@@ -308,6 +327,8 @@ static int answer_metrics(const kv_router_t *rt, const kv_http_req_t *r,
       .rev = s->rev,
       .ckpt_rev = s->ckpt_rev,
       .log_pending = s->ckq_bytes + s->ck_fly_bytes,
+      .ttl_keys = s->ttl.n + s->expiring,
+      .expired = s->expired,
       .ready = rt->ready,
       .writes_failed = s->failed,
   };
@@ -360,6 +381,31 @@ static int form_record(const kv_router_t *rt, kv_http_req_t *r) {
   return 0;
 }
 
+/* Section 4: the ttl of a PUT or POST, from the query or else from a form
+ * body's field, in whole seconds; 0 without one.  Returns 0 or an error. */
+static int write_ttl(const kv_http_req_t *r, uint32_t *ttl) {
+  kv_slice_t q = kv_query_of(r->url, r->url_len);
+  size_t cap = q.len > r->form_len ? q.len : r->form_len, len;
+  char *buf;
+  uint64_t v;
+  int rc;
+
+  *ttl = 0;
+  if (q.len == 0 && !r->is_form) return 0;
+  if (!(buf = malloc(cap + 1))) return KV_ENOMEM;
+  rc = kv_query_get(q, "ttl", buf, &len);
+  if (rc == 0 && r->is_form) {
+    rc = kv_form_value(r->form, r->form_len, "ttl", buf, &len);
+    rc = rc == KV_EFORM ? 0 : rc == 0 ? 1 : rc;
+  }
+  if (rc == 1) {
+    rc = kv_query_uint(buf, len, 1, KV_TTL_MAX, &v) == 0 ? 0 : KV_EBADTTL;
+    if (rc == 0) *ttl = (uint32_t)v;
+  }
+  free(buf);
+  return rc;
+}
+
 /* Submits a PUT, POST or DELETE, or answers why it cannot be. */
 static int submit_write(const kv_router_t *rt, kv_http_req_t *r,
                         kv_router_answer_t *a, kv_router_wait_t *w) {
@@ -367,6 +413,7 @@ static int submit_write(const kv_router_t *rt, kv_http_req_t *r,
   int rc = 0;
 
   assert(wr->done != NULL);
+  wr->ttl = 0;
   if (r->method == HTTP_DELETE) {
     wr->op = KV_OP_DEL;
     wr->rec = NULL;
@@ -376,6 +423,7 @@ static int submit_write(const kv_router_t *rt, kv_http_req_t *r,
     if (r->is_form) rc = form_record(rt, r);
     if (rc == 0 && !kv_utf8_valid(kv_rec_value(r->rec), r->rec->vlen))
       rc = KV_EUTF8;
+    if (rc == 0) rc = write_ttl(r, &wr->ttl);
     if (rc != 0) return kv_router_error(rt, r, a, rc, NULL);
     wr->op = KV_OP_PUT;
     wr->rec = kv_rec_ref(r->rec); /* the request keeps one for POST's echo */
@@ -383,6 +431,107 @@ static int submit_write(const kv_router_t *rt, kv_http_req_t *r,
   wr->cond = w->cond.match.present || w->cond.none.present ? &w->cond : NULL;
   kv_store_submit(rt->store, wr);
   return KV_ROUTER_WAITING;
+}
+
+/* Section 3: GET / with prefix, keys, after or limit is a listing.
+ * Decodes them into w->list.  Returns 1 for a listing, 0 for the image,
+ * or an error. */
+static int parse_list(const kv_http_req_t *r, kv_router_wait_t *w) {
+  kv_slice_t q = kv_query_of(r->url, r->url_len);
+  kv_list_t *l = &w->list;
+  char *buf, *val;
+  size_t len;
+  uint64_t limit = 0;
+  int found = 0, rc;
+
+  if (q.len == 0) return 0;
+  /* prefix, after and a scratch value each take at most q.len bytes;
+   * the last key sent takes KV_KEY_MAX. */
+  if (!(buf = malloc(3 * q.len + KV_KEY_MAX))) return KV_ENOMEM;
+  l->prefix = buf;
+  l->after = NULL;
+  val = buf + 2 * q.len;
+  l->last = val + q.len;
+  l->keys = 0;
+  rc = kv_query_get(q, "prefix", buf, &l->plen);
+  if (rc == 0) l->plen = 0;
+  found |= rc;
+  if (rc >= 0 && (rc = kv_query_get(q, "after", buf + q.len, &l->alen)) == 1)
+    l->after = buf + q.len;
+  found |= rc;
+  if (rc >= 0 && (rc = kv_query_get(q, "keys", val, &len)) == 1) {
+    if (len == 0 || (len == 4 && memcmp(val, "true", 4) == 0))
+      l->keys = 1;
+    else if (!(len == 5 && memcmp(val, "false", 5) == 0))
+      rc = KV_EBADKEYS;
+  }
+  found |= rc;
+  if (rc >= 0 && (rc = kv_query_get(q, "limit", val, &len)) == 1 &&
+      kv_query_uint(val, len, 1, 100000, &limit) != 0)
+    rc = KV_EBADLIMIT;
+  found |= rc;
+  l->limit = (size_t)limit;
+  if (rc < 0 || !found) {
+    free(buf);
+    return rc < 0 ? rc : 0;
+  }
+  w->list_buf = buf;
+  return 1;
+}
+
+/* The Link to the next page (RFC 8288): the same prefix, keys and limit,
+ * after the last key sent, percent-encoded.  Returns a malloc'd header
+ * line, or NULL without memory. */
+static char *next_link(const kv_list_t *l) {
+  size_t cap = 3 * (l->plen + l->last_len) + 96, n;
+  char *p = malloc(cap);
+
+  if (!p) return NULL;
+  n = (size_t)snprintf(p, cap, "Link: </?prefix=");
+  n += kv_query_escape(l->prefix, l->plen, p + n);
+  n += (size_t)snprintf(p + n, cap - n, "%s&limit=%zu&after=",
+                        l->keys ? "&keys=true" : "", l->limit);
+  n += kv_query_escape(l->last, l->last_len, p + n);
+  snprintf(p + n, cap - n, ">; rel=\"next\"\r\n");
+  return p;
+}
+
+/* The answer to a listing whose snapshot was read. */
+static int answer_list(const kv_router_t *rt, const kv_http_req_t *r,
+                       kv_router_answer_t *a, kv_router_wait_t *w) {
+  kv_list_t *l = &w->list;
+  revs_t h;
+  char *extra = NULL;
+  int rc;
+
+  if (l->status != 0) {
+    rc = kv_router_error(rt, r, a, l->status, NULL);
+  } else {
+    const char *lines = revs(&h, NO_ETAG, l->rev);
+    if (l->more) {
+      char *link = next_link(l);
+      size_t n = strlen(lines);
+      extra = link ? malloc(n + strlen(link) + 1) : NULL;
+      if (extra) {
+        memcpy(extra, lines, n);
+        strcpy(extra + n, link);
+      }
+      free(link);
+    }
+    if (l->more && !extra)
+      rc = kv_router_error(rt, r, a, KV_ENOMEM, NULL);
+    else
+      rc = answer_head(a, 200, KV_CT_JSON, (int64_t)kv_image_len(l->body),
+                       extra ? extra : lines);
+    if (rc == 0 && r->method != HTTP_HEAD && !(l->more && !extra))
+      rc = kv_out_append_image(a->out, l->body);
+  }
+  free(extra);
+  kv_image_unref(l->body);
+  l->body = NULL;
+  free(w->list_buf);
+  w->list_buf = NULL;
+  return rc;
 }
 
 /* GET / and HEAD /: at once from a fresh image, or once one is built. */
@@ -418,7 +567,13 @@ int kv_router_message(const kv_router_t *rt, kv_http_req_t *r,
   case KV_ROUTE_ROOT:
     if (parse_cond(r, &w->cond) != 0)
       return kv_router_error(rt, r, a, KV_EBADCOND, NULL);
-    return get_image(rt, r, a, w);
+    v = parse_list(r, w);
+    if (v < 0) return kv_router_error(rt, r, a, v, NULL);
+    if (v == 0) return get_image(rt, r, a, w);
+    r->route = KV_ROUTE_LIST;
+    assert(w->list.done != NULL);
+    kv_store_list(rt->store, &w->list);
+    return KV_ROUTER_WAITING;
   case KV_ROUTE_KEY:
     if (parse_cond(r, &w->cond) != 0)
       return kv_router_error(rt, r, a, KV_EBADCOND, NULL);
@@ -441,6 +596,7 @@ int kv_router_resume(const kv_router_t *rt, kv_http_req_t *r,
   kv_image_t *img = w->img;
 
   w->img = NULL;
+  if (r->route == KV_ROUTE_LIST) return answer_list(rt, r, a, w);
   if (r->route == KV_ROUTE_ROOT) {
     if (w->status != 0) return kv_router_error(rt, r, a, w->status, NULL);
     assert(img != NULL);

@@ -20,6 +20,31 @@
 #include "kv/error.h"
 #include "kv/log.h"
 
+/* ---- the map and the expiry heap, which change together ------------------ */
+
+/* Puts rec in the map, taking over the caller's reference, and in the
+ * expiry heap if it expires.  Returns 0 or KV_ENOMEM (rec is in the map
+ * but not the heap). */
+static int map_set(kv_store_t *s, kv_rec_t *rec) {
+  kv_rec_t *old;
+
+  kv_map_put(s->map, rec, &old);
+  if (old) {
+    kv_ttl_remove(&s->ttl, old);
+    kv_rec_unref(old);
+  }
+  return rec->expires ? kv_ttl_add(&s->ttl, rec) : 0;
+}
+
+static void map_unset(kv_store_t *s, const char *key, size_t klen) {
+  kv_rec_t *old = kv_map_del(s->map, key, klen);
+
+  if (old) {
+    kv_ttl_remove(&s->ttl, old);
+    kv_rec_unref(old);
+  }
+}
+
 /* Rebuilds the map from LMDB.  Records are copied out of the snapshot,
  * because LMDB's pages are only valid while its transaction is open. */
 static int store_load(kv_store_t *s) {
@@ -35,7 +60,7 @@ static int store_load(kv_store_t *s) {
   rc = kv_ckpt_snap_open(s->ckpt, NULL, 0, &snap);
   if (rc != 0) goto out;
   while ((rc = kv_ckpt_snap_next(snap, &it)) == 1) {
-    kv_rec_t *rec, *old;
+    kv_rec_t *rec;
     /* Every key and value was checked on the way in, so one that fails
      * now was damaged on disk: refuse to serve it rather than spread it. */
     if (it.key.len == 0 || it.key.len > KV_KEY_MAX ||
@@ -50,8 +75,11 @@ static int store_load(kv_store_t *s) {
     memcpy(kv_rec_value_mut(rec), it.val.ptr, it.val.len);
     rec->vlen = (uint32_t)it.val.len;
     rec->rev = it.rev;
-    kv_map_put(s->map, rec, &old);
-    kv_rec_unref(old);
+    /* A key that expired while kvd was down stays until its removal is
+     * written, right after start; readers do not see it meanwhile. */
+    rec->expires = it.expires;
+    rc = map_set(s, rec);
+    if (rc != 0) goto out;
   }
 out:
   if (snap) kv_ckpt_snap_close(snap);
@@ -133,7 +161,7 @@ static void ckq_requeue(kv_store_t *s) {
  * checkpoint, since LMDB does not hold it. */
 static int replay_apply(void *ctx, const kv_op_t *op) {
   kv_store_t *s = ctx;
-  kv_rec_t *rec = NULL, *old;
+  kv_rec_t *rec = NULL;
   int rc;
 
   if (!kv_utf8_valid(op->key.ptr, op->key.len) ||
@@ -145,11 +173,12 @@ static int replay_apply(void *ctx, const kv_op_t *op) {
     memcpy(kv_rec_value_mut(rec), op->val.ptr, op->val.len);
     rec->vlen = (uint32_t)op->val.len;
     rec->rev = op->rev;
-    kv_map_put(s->map, rec, &old);
+    rec->expires = op->expires;
+    rc = map_set(s, rec);
+    if (rc != 0) return rc;
   } else {
-    old = kv_map_del(s->map, op->key.ptr, op->key.len);
+    map_unset(s, op->key.ptr, op->key.len);
   }
-  kv_rec_unref(old);
   s->rev = op->rev;
   return ckq_push(s, op, rec);
 }
@@ -213,6 +242,9 @@ int kv_store_open(uv_loop_t *loop, const kv_config_t *cfg,
   uv_timer_init(loop, &s->image_timer);
   s->image_timer.data = s;
   kv__imager_init(s);
+  kv__expirer_init(s);
+  kv__lister_init(s);
+  kv__expirer_arm(s); /* keys that expired while kvd was down go first */
   kv_log_info("loaded %zu keys (%llu bytes) at revision %llu from %s in "
               "%llu ms (%zu from the log)", kv_map_count(s->map),
               (unsigned long long)kv_map_bytes(s->map),
@@ -227,6 +259,7 @@ fail:
   if (s) {
     ckq_release(s->ckq, s->ckq_n);
     free(s->ckq);
+    kv_ttl_free(&s->ttl);
     if (s->map) kv_map_free(s->map);
     kv_revlog_close(s->log);
     if (s->ckpt) kv_ckpt_close(s->ckpt);
@@ -237,7 +270,11 @@ fail:
 }
 
 kv_rec_t *kv_store_get(kv_store_t *s, const char *key, size_t klen) {
-  return kv_map_get(s->map, key, klen);
+  kv_rec_t *r = kv_map_get(s->map, key, klen);
+
+  /* Gone for every reader from its expiry time on, removal written or
+   * not. */
+  return r && r->expires && kv_rec_expired(r, kv_ttl_now()) ? NULL : r;
 }
 
 /* ---- group commit results ------------------------------------------------ */
@@ -264,23 +301,26 @@ void kv__store_committed(kv_store_t *s, kv_write_t *batch, int rc) {
     kv_log_warn("%s: commit failed: %s", s->dir, kv_strerror(rc));
   }
   /* Apply everything first, so each answer's Kvd-Revision covers the
-   * whole batch as the client's next read will see it. */
-  size_t i = 0;
-  for (w = batch; rc == 0 && w; w = w->next) {
+   * whole batch as the client's next read will see it.  Ops are in
+   * revision order; a PUT's record is its write's, the next one with that
+   * revision.  Memory for the heap or the queue is all that could fail
+   * here, after the write is durable: there is no way to answer it
+   * honestly but to stop. */
+  w = batch;
+  for (size_t i = 0; rc == 0 && i < s->ops_n; i++) {
     kv_op_t *op = &s->ops[i];
-    kv_rec_t *old;
-    if (w->rev == 0) continue; /* a DELETE of a missing key: no op */
-    assert(i < s->ops_n && op->rev == w->rev);
-    i++;
-    if (op->op == KV_OP_PUT)
-      kv_map_put(s->map, kv_rec_ref(w->rec), &old);
-    else
-      old = kv_map_del(s->map, op->key.ptr, op->key.len);
-    kv_rec_unref(old);
+    kv_rec_t *rec = NULL;
+    if (op->op == KV_OP_PUT) {
+      while (w && w->rev != op->rev) w = w->next;
+      assert(w != NULL && w->op == KV_OP_PUT);
+      rec = w->rec;
+      if (map_set(s, kv_rec_ref(rec)) != 0) abort();
+    } else {
+      map_unset(s, op->key.ptr, op->key.len);
+      if (op->op == KV_OP_EXPIRE) s->expired++;
+    }
     s->rev = op->rev;
-    /* Memory for the queue is all that could fail here, after the write
-     * is durable: there is no way to answer it honestly but to stop. */
-    if (ckq_push(s, op, w->rec) != 0) abort();
+    if (ckq_push(s, op, rec) != 0) abort();
   }
   s->ops_n = 0;
   for (w = batch; w; w = next) {
@@ -374,7 +414,7 @@ static void ckpt_grow(kv_store_t *s) {
   size_t now;
   int rc;
 
-  if (s->imaging) return;
+  if (s->imaging || s->listing) return;
   s->grow_wanted = 0;
   rc = kv_ckpt_grow(s->ckpt, &now);
   if (rc == 0) {
@@ -422,7 +462,7 @@ static void spare_done(uv_work_t *req, int uvstatus) {
 static int store_idle(kv_store_t *s) {
   return !s->committing && !s->pend_head && !s->checkpointing &&
          !s->sparing && (s->ckq_n == 0 || s->ckpt_failed || s->ckpt_retry) &&
-         kv__imager_idle(s);
+         kv__imager_idle(s) && kv__lister_idle(s);
 }
 
 void kv__store_schedule(kv_store_t *s) {
@@ -437,6 +477,7 @@ void kv__store_schedule(kv_store_t *s) {
   }
   rc = kv__imager_start(s); /* may ask for a checkpoint first */
   if (rc != 0) kv__imager_fail(s, rc);
+  kv__lister_start(s); /* likewise */
   if (s->grow_wanted) ckpt_grow(s);
   if (ckpt_due(s)) ckpt_start(s);
   if (!s->committing && s->pend_head) {
@@ -446,6 +487,7 @@ void kv__store_schedule(kv_store_t *s) {
       kv__commit_start(s, KV_ENOSPACE); /* the log is full for good */
     /* else the checkpoint's completion schedules the batch */
   }
+  kv__expirer_arm(s);
   if (s->drained && store_idle(s)) {
     void (*done)(kv_store_t *) = s->drained;
     s->drained = NULL;
@@ -471,6 +513,8 @@ void kv_store_close(kv_store_t *s) {
   s->closing = 1;
   uv_close((uv_handle_t *)&s->image_timer, NULL);
   uv_close((uv_handle_t *)&s->image_async, NULL);
+  uv_close((uv_handle_t *)&s->expire_timer, NULL);
+  uv_close((uv_handle_t *)&s->list_async, NULL);
 }
 
 void kv_store_free(kv_store_t *s) {
@@ -481,9 +525,11 @@ void kv_store_free(kv_store_t *s) {
   ckq_release(s->ck_fly, s->ck_fly_n);
   free(s->ck_fly);
   free(s->ck_ops);
+  kv_ttl_free(&s->ttl);
   kv_map_free(s->map);
   kv_revlog_close(s->log);
   kv_ckpt_close(s->ckpt);
+  uv_mutex_destroy(&s->list_mu);
   free(s->ops);
   free(s->seen);
   free(s->dir);

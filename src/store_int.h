@@ -11,6 +11,12 @@
 void kv__store_schedule(kv_store_t *s);
 void kv__store_committed(kv_store_t *s, kv_write_t *batch, int rc);
 int kv__commit_start(kv_store_t *s, int pre);
+void kv__commit_enqueue(kv_store_t *s, kv_write_t *w);
+void kv__expirer_init(kv_store_t *s);
+void kv__expirer_arm(kv_store_t *s);
+void kv__lister_init(kv_store_t *s);
+void kv__lister_start(kv_store_t *s);
+int kv__lister_idle(const kv_store_t *s);
 void kv__imager_init(kv_store_t *s);
 void kv__imager_changed(kv_store_t *s);
 int kv__imager_start(kv_store_t *s);

@@ -90,14 +90,17 @@ int kv_ckpt_snap_open(kv_ckpt_t *c, const char *prefix, size_t plen,
  * short for its header). */
 int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_item_t *item);
 
+/* Moves the snapshot's start to the first key at or after key (within its
+ * prefix) when key sorts after the prefix; the first kv_ckpt_snap_next
+ * returns from there.  key must stay valid until then. */
+void kv_ckpt_snap_seek(kv_ckpt_snap_t *s, const char *key, size_t klen);
+
 /* The revision the snapshot holds: every write up to it, none after. */
 int kv_ckpt_snap_rev(kv_ckpt_snap_t *s, uint64_t *rev);
 
 /* Positions the snapshot before its first record again. */
 void kv_ckpt_snap_rewind(kv_ckpt_snap_t *s);
 
-/* Adapter with the kv_image_next_fn signature. */
-int kv_ckpt_snap_next_cb(void *snap, kv_item_t *item);
 
 void kv_ckpt_snap_close(kv_ckpt_snap_t *s);
 

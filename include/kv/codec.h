@@ -9,6 +9,10 @@
  * followed by two hex digits. */
 int kv_percent_decode(const char *src, size_t len, char *dst, size_t *outlen);
 
+/* Decodes a form-encoded name or value: '+' is a space, %XX a byte.  dst
+ * needs room for len bytes and may equal src.  Returns 0 or KV_EENCODING. */
+int kv_form_decode(const char *src, size_t len, char *dst, size_t *outlen);
+
 /* Looks up the first field called name in an
  * application/x-www-form-urlencoded body and decodes its value into dst
  * ('+' is a space, %XX is decoded).  Field names are decoded before they

@@ -46,7 +46,11 @@
   X(ECODING,    -32, 501, "unsupported transfer coding: only chunked")  \
   X(EREADERS,   -33, 503, "the LMDB reader table is full")               \
   X(EPRECOND,   -34, 412, "precondition failed")                           \
-  X(EBADCOND,   -35, 400, "malformed If-Match or If-None-Match")
+  X(EBADCOND,   -35, 400, "malformed If-Match or If-None-Match")           \
+  X(EBADTTL,    -36, 400, "ttl must be whole seconds from 1 to 315360000") \
+  X(EBADLIMIT,  -37, 400, "limit must be a whole number from 1 to 100000") \
+  X(EBADKEYS,   -38, 400, "keys must be true or false")                    \
+  X(EPARAMUTF8, -39, 400, "a query parameter is not valid UTF-8")
 
 enum {
 #define KV__ERR_ENUM(name, code, status, msg) KV_##name = (code),

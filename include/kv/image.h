@@ -31,7 +31,8 @@ typedef int (*kv_image_write_fn)(void *ctx, const char *buf, size_t len);
 
 enum {
   KV_IMAGE_OBJECT = 0, /* {"k":"v",...} with a trailing newline */
-  KV_IMAGE_NDJSON = 1  /* {"key":"k","value":"v","rev":N} one per line */
+  KV_IMAGE_NDJSON = 1, /* {"key":"k","value":"v","rev":N} one per line */
+  KV_IMAGE_KEYS = 2    /* ["k",...] with a trailing newline: keys only */
 };
 
 /* Encodes every record from next into write.  Returns 0, the first error of
@@ -49,6 +50,12 @@ typedef struct kv_image kv_image_t;
  * next. */
 int kv_image_build(const char *dir, uint64_t rev, size_t size_hint,
                    kv_image_next_fn next, void *it, kv_image_t **out);
+
+/* The same in another format: a listing's body (KV_IMAGE_OBJECT or
+ * KV_IMAGE_KEYS). */
+int kv_image_build_as(int format, const char *dir, uint64_t rev,
+                      size_t size_hint, kv_image_next_fn next, void *it,
+                      kv_image_t **out);
 
 const char *kv_image_data(const kv_image_t *img);
 size_t kv_image_len(const kv_image_t *img);

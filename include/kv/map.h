@@ -24,9 +24,11 @@ typedef struct kv_rec kv_rec_t;
 struct kv_rec {
   kv_rec_t *next; /* hash chain; belongs to the map */
   uint64_t rev;   /* modification revision, set when its write commits */
+  uint64_t expires; /* Unix milliseconds of its expiry; 0: never */
   uint32_t hash;  /* low 32 bits of the key's hash */
   uint32_t refs;
   uint32_t vlen;
+  uint32_t heap;  /* 1 + its place in the store's expiry heap; 0: none */
   uint16_t klen;
   char data[]; /* klen key bytes, then vlen value bytes */
 };
@@ -35,6 +37,13 @@ static inline const char *kv_rec_key(const kv_rec_t *r) { return r->data; }
 static inline const char *kv_rec_value(const kv_rec_t *r) {
   return r->data + r->klen;
 }
+/* True once r's expiry time (Unix ms) is at or before now: from then on
+ * the key is gone for every reader, whether or not its removal has been
+ * written yet. */
+static inline int kv_rec_expired(const kv_rec_t *r, uint64_t now) {
+  return r->expires != 0 && r->expires <= now;
+}
+
 static inline char *kv_rec_value_mut(kv_rec_t *r) { return r->data + r->klen; }
 
 /* Allocates a record for key with room for vcap value bytes; vlen starts at

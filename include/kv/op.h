@@ -6,10 +6,12 @@
 
 #include "kv/slice.h"
 
-enum { KV_OP_PUT = 1, KV_OP_DEL = 2 };
+/* An expiry removes its key as a DELETE does, but is its own kind of
+ * write: the change feed names it. */
+enum { KV_OP_PUT = 1, KV_OP_DEL = 2, KV_OP_EXPIRE = 3 };
 
 typedef struct {
-  int op; /* KV_OP_PUT or KV_OP_DEL */
+  int op; /* KV_OP_PUT, KV_OP_DEL or KV_OP_EXPIRE */
   kv_slice_t key;
   kv_slice_t val;  /* KV_OP_PUT only */
   uint64_t rev;    /* the write's revision */

@@ -10,8 +10,8 @@
  * waiting.  A waiting request waits in a kv_router_wait_t its caller
  * owns: the caller sets the store callbacks in it, hears the outcome, and
  * hands it back to kv_router_resume, which writes the answer.  Today a
- * write waits for its commit and GET / for a fresh image; a change feed
- * will stream through the same door.
+ * write waits for its commit, GET / for a fresh image and a listing for its
+ * snapshot; a change feed will stream through the same door.
  */
 #ifndef KV_ROUTER_H
 #define KV_ROUTER_H
@@ -29,6 +29,7 @@ enum {
   KV_ROUTE_NONE = 0,
   KV_ROUTE_KEY,
   KV_ROUTE_ROOT,
+  KV_ROUTE_LIST, /* GET / with prefix, keys, after or limit */
   KV_ROUTE_HEALTH,
   KV_ROUTE_READY,
   KV_ROUTE_METRICS
@@ -56,8 +57,8 @@ typedef struct {
 } kv_router_answer_t;
 
 /* What a waiting request waits on.  The caller owns it (it lives as long
- * as the connection) and sets write.done and image.done to its own
- * callbacks; when one runs, the caller records the outcome below and calls
+ * as the connection) and sets write.done, image.done and list.done to its
+ * own callbacks; when one runs, the caller records the outcome below and calls
  * kv_router_resume.  The router fills in the rest before it submits. */
 typedef struct {
   kv_write_t write;      /* a PUT, POST or DELETE waiting for its commit */
@@ -66,6 +67,8 @@ typedef struct {
   int existed;           /* a write's: the key had a value */
   kv_image_t *img;       /* an image's, referenced: resume takes it over */
   kv_cond_t cond;        /* the request's preconditions, while it waits */
+  kv_list_t list;        /* a listing waiting for its snapshot */
+  char *list_buf;        /* its prefix, after and last key, malloc'd */
 } kv_router_wait_t;
 
 /* What routing a message, or resuming it, gives. */

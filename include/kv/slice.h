@@ -11,11 +11,13 @@ typedef struct {
   size_t len;
 } kv_slice_t;
 
-/* One stored key and value with its modification revision. */
+/* One stored key and value with its modification revision and its expiry
+ * time (Unix milliseconds; 0: never). */
 typedef struct {
   kv_slice_t key;
   kv_slice_t val;
   uint64_t rev;
+  uint64_t expires;
 } kv_item_t;
 
 /* Key-byte order, as LMDB sorts: bytes first, then the shorter key. */

@@ -31,6 +31,7 @@
 #include "kv/metrics.h"
 #include "kv/revlog.h"
 #include "kv/slice.h"
+#include "kv/ttl.h"
 
 typedef struct kv_write kv_write_t;
 
@@ -40,11 +41,12 @@ typedef void (*kv_write_cb)(kv_write_t *w, int status, int existed);
 
 struct kv_write {
   kv_write_t *next;
-  int op;        /* KV_OP_PUT or KV_OP_DEL */
+  int op;        /* KV_OP_PUT, KV_OP_DEL or KV_OP_EXPIRE (the store's own) */
   kv_rec_t *rec; /* PUT: the new record; the store takes this reference */
   kv_slice_t key; /* DEL: the key; must stay valid until done runs */
   kv_write_cb done;
   const kv_cond_t *cond; /* If-Match / If-None-Match, or NULL */
+  uint32_t ttl;  /* PUT: seconds from being applied to expiry; 0: none */
   /* Set by the store when the write's batch is formed: */
   uint64_t rev;  /* its revision; 0 for a DELETE of a missing key */
   int existed;   /* the key had a value, counting earlier writes */
@@ -61,6 +63,37 @@ struct kv_image_wait {
   kv_image_wait_t *next;
   uint64_t need_rev; /* the image must reflect at least this revision */
   kv_image_cb done;
+};
+
+/* A listing (contract section 3): the keys under prefix that sort after
+ * `after`, at most limit of them, from one consistent snapshot, as a JSON
+ * object of keys and values or an array of keys. */
+typedef struct kv_list kv_list_t;
+typedef void (*kv_list_cb)(kv_list_t *l);
+
+struct kv_list {
+  kv_list_t *next;
+  /* Set by the caller; the strings must stay valid until done runs. */
+  const char *prefix;
+  size_t plen;
+  const char *after; /* NULL: from the first key under prefix */
+  size_t alen;
+  int keys;          /* keys only */
+  size_t limit;      /* 0: every match */
+  kv_list_cb done;
+  /* Set by the store before done runs. */
+  int status;        /* 0 or an error */
+  kv_image_t *body;  /* referenced: the callee takes it over */
+  uint64_t rev;      /* the snapshot's revision */
+  int more;          /* matches remain after the last one sent */
+  char *last;        /* the last key sent: room for KV_KEY_MAX bytes */
+  size_t last_len;
+  /* The store's own. */
+  uint64_t need_rev, t0, now;
+  kv_ckpt_snap_t *snap;
+  kv_rec_t **recs;   /* or the map's records */
+  size_t nrecs, rec_next, rec_end, sent;
+  struct kv_store *s;
 };
 
 /* A write applied to the map and logged, waiting to be checkpointed into
@@ -136,12 +169,30 @@ typedef struct kv_store {
   uint64_t build_ms;          /* how long the last build took */
   uint64_t built_ms;          /* the builder's: how long this build took */
   int built_file_rc;          /* the builder's: why the file failed, or 0 */
+  uint64_t build_now;         /* wall ms: keys expired by then are left out */
+  uint64_t built_expires;     /* the builder's: the earliest expiry in it */
+  uint64_t image_expires;     /* the image's earliest expiry, or 0 */
   uv_async_t image_async;     /* the builder thread's "done" */
   uv_timer_t image_timer;     /* background refresh after writes */
   int timer_armed;
   uint64_t stale_since;       /* uv_now() of the first commit it waits for */
   int refresh;                /* a background build is due */
   uint64_t failed_rev;        /* 1 + rev of a failed build, or 0 */
+
+  /* expiry (expirer.c) */
+  kv_ttl_t ttl;               /* the map's records that expire, by time */
+  uv_timer_t expire_timer;
+  uint64_t expire_due;        /* wall ms the timer is set for; 0: unset */
+  size_t expiring;            /* expiry writes submitted, not yet done */
+  uint64_t expire_retry;      /* wall ms before which none is submitted */
+  uint64_t expired;           /* expiries applied since start */
+
+  /* listings (lister.c) */
+  struct kv_list *lists;      /* waiting for LMDB to catch up, or a slot */
+  struct kv_list *lists_done; /* finished by a lister thread */
+  size_t listing;             /* lister threads running */
+  uv_mutex_t list_mu;         /* guards lists_done */
+  uv_async_t list_async;      /* a lister thread's "done" */
 
   /* shutdown */
   void (*drained)(struct kv_store *s); /* set by kv_store_drain */
@@ -171,6 +222,10 @@ void kv_store_submit(kv_store_t *s, kv_write_t *w);
  * later through w->done, returning 1; or, when no build can start, a
  * negative error (w->done is then never called). */
 int kv_store_image(kv_store_t *s, kv_image_wait_t *w, kv_image_t **img);
+
+/* Starts a listing that reflects every write applied so far.  Its answer
+ * comes through l->done, never from inside this call. */
+void kv_store_list(kv_store_t *s, kv_list_t *l);
 
 /* Finishes the writes in flight and writes the final image, then calls
  * done(s).  New writes submitted meanwhile still commit. */

@@ -399,15 +399,15 @@ KV_TEST(snapshot_is_consistent, "a snapshot ignores later commits and its slices
   put(c, "a", val); /* big enough for an overflow page */
   put(c, "b", "2");
   CHECK_INT(kv_ckpt_snap_open(c, NULL, 0, &s), 0);
-  CHECK_INT(kv_ckpt_snap_next_cb(s, &i1), 1);
+  CHECK_INT(kv_ckpt_snap_next(s, &i1), 1);
   for (int i = 0; i < 50; i++) { /* churn pages a writer would reuse */
     val[0] = (char)('a' + i % 26);
     put(c, "a", val);
     put(c, "c", val);
   }
-  CHECK_INT(kv_ckpt_snap_next_cb(s, &i2), 1);
+  CHECK_INT(kv_ckpt_snap_next(s, &i2), 1);
   CHECK_MEM(i2.key.ptr, i2.key.len, "b", 1);
-  CHECK_INT(kv_ckpt_snap_next_cb(s, &i2), 0); /* no "c" */
+  CHECK_INT(kv_ckpt_snap_next(s, &i2), 0); /* no "c" */
   CHECK_MEM(i1.key.ptr, i1.key.len, "a", 1);
   CHECK_INT(i1.val.len, sizeof val - 1);
   CHECK(i1.val.ptr[0] == 'v' && i1.val.ptr[i1.val.len - 1] == 'v');
@@ -582,4 +582,72 @@ KV_TEST(full_disk_is_enospace, "a commit that overflows the disk fails with KV_E
   unmount_small_tmpfs();
   rmtree(base);
   free(base);
+}
+
+/* Collects the keys a snapshot under prefix yields after seeking to from,
+ * joined by spaces. */
+static void seek_keys(kv_ckpt_t *c, const char *prefix, const char *from,
+                      char *out, size_t cap) {
+  kv_ckpt_snap_t *s;
+  kv_item_t it;
+  size_t n = 0;
+  CHECK_INT(kv_ckpt_snap_open(c, prefix, strlen(prefix), &s), 0);
+  kv_ckpt_snap_seek(s, from, strlen(from));
+  out[0] = '\0';
+  while (kv_ckpt_snap_next(s, &it) == 1) {
+    CHECK(n + it.key.len + 2 < cap);
+    if (n) out[n++] = ' ';
+    memcpy(out + n, it.key.ptr, it.key.len);
+    n += it.key.len;
+    out[n] = '\0';
+  }
+  kv_ckpt_snap_close(s);
+}
+
+KV_TEST(snapshot_seek, "a seek starts a snapshot at the first key at or after the given one, within its prefix") {
+  char *d = tmpdir();
+  kv_ckpt_t *c = open_ok(d, 0);
+  char got[256];
+  const char *keys[] = {"a", "a/1", "a/2", "a/3", "ab", "b"};
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+    put(c, keys[i], "v");
+  seek_keys(c, "a/", "a/2", got, sizeof got);
+  CHECK_STR(got, "a/2 a/3");
+  seek_keys(c, "a/", "a/22", got, sizeof got);
+  CHECK_STR(got, "a/3");
+  seek_keys(c, "a/", "a", got, sizeof got); /* before the prefix: no move */
+  CHECK_STR(got, "a/1 a/2 a/3");
+  seek_keys(c, "a/", "a/9", got, sizeof got);
+  CHECK_STR(got, "");
+  seek_keys(c, "", "ab", got, sizeof got);
+  CHECK_STR(got, "ab b");
+  kv_ckpt_close(c);
+  rmtree(d);
+  free(d);
+}
+
+KV_TEST(expiry_round_trip, "a value's expiry time is stored in its header and read back by a snapshot") {
+  char *d = tmpdir();
+  kv_ckpt_t *c = open_ok(d, 0);
+  kv_ckpt_snap_t *s;
+  kv_item_t it;
+  kv_op_t ops[3] = {
+      {KV_OP_PUT, {"k", 1}, {"v", 1}, 1, 1, UINT64_C(1893456000123)},
+      {KV_OP_PUT, {"n", 1}, {"w", 1}, 2, 1, 0},
+      {KV_OP_EXPIRE, {"gone", 4}, {NULL, 0}, 3, 1, 0},
+  };
+  put(c, "gone", "x");
+  CHECK_INT(kv_ckpt_commit(c, ops, 3), 0);
+  CHECK_INT(kv_ckpt_snap_open(c, NULL, 0, &s), 0);
+  CHECK_INT(kv_ckpt_snap_next(s, &it), 1);
+  CHECK_MEM(it.key.ptr, it.key.len, "k", 1);
+  CHECK_INT(it.expires, UINT64_C(1893456000123));
+  CHECK_INT(kv_ckpt_snap_next(s, &it), 1);
+  CHECK_MEM(it.key.ptr, it.key.len, "n", 1);
+  CHECK_INT(it.expires, 0);
+  CHECK_INT(kv_ckpt_snap_next(s, &it), 0); /* the expiry removed "gone" */
+  kv_ckpt_snap_close(s);
+  kv_ckpt_close(c);
+  rmtree(d);
+  free(d);
 }

@@ -38,21 +38,21 @@ static int count_lines(const char *text, const char *line) {
   return c;
 }
 
-KV_TEST(last_error_counted, "the last error code, KV_EBADCOND, is counted and rendered") {
+KV_TEST(last_error_counted, "the last error code, KV_EPARAMUTF8, is counted and rendered") {
   kv_metrics_t m;
   kv_metrics_gauges_t g = {0};
   char *text;
   kv_metrics_init(&m);
-  kv_metrics_error(&m, KV_EBADCOND);
-  kv_metrics_error(&m, KV_EBADCOND);
+  kv_metrics_error(&m, KV_EPARAMUTF8);
+  kv_metrics_error(&m, KV_EPARAMUTF8);
   CHECK_INT(m.errors[KV_M_NERRORS - 1], 2);
   text = render(&m, &g);
-  CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"badcond\"} 2"), 1);
+  CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"paramutf8\"} 2"), 1);
   CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"nomem\"} 0"), 0);
   free(text);
 }
 
-KV_TEST(every_error_counted, "every error code from -1 to -35 is counted once under its own kind") {
+KV_TEST(every_error_counted, "every error code from -1 to -39 is counted once under its own kind") {
   kv_metrics_t m;
   kv_metrics_gauges_t g = {0};
   char *text, line[96];
@@ -186,6 +186,31 @@ static const char fixture_text[] =
     "kvd_checkpoint_duration_seconds_bucket{le=\"+Inf\"} 1\n"
     "kvd_checkpoint_duration_seconds_sum 0.25\n"
     "kvd_checkpoint_duration_seconds_count 1\n"
+    "# HELP kvd_ttl_keys Keys with a time to live, expired ones not yet "
+    "removed included.\n"
+    "# TYPE kvd_ttl_keys gauge\n"
+    "kvd_ttl_keys 3\n"
+    "# HELP kvd_expired_total Keys removed at their expiry time since start.\n"
+    "# TYPE kvd_expired_total counter\n"
+    "kvd_expired_total 2\n"
+    "# HELP kvd_list_duration_seconds Time to answer one listing, waiting for "
+    "a checkpoint included.\n"
+    "# TYPE kvd_list_duration_seconds histogram\n"
+    "kvd_list_duration_seconds_bucket{le=\"0.0001\"} 0\n"
+    "kvd_list_duration_seconds_bucket{le=\"0.00025\"} 0\n"
+    "kvd_list_duration_seconds_bucket{le=\"0.0005\"} 1\n"
+    "kvd_list_duration_seconds_bucket{le=\"0.001\"} 1\n"
+    "kvd_list_duration_seconds_bucket{le=\"0.0025\"} 1\n"
+    "kvd_list_duration_seconds_bucket{le=\"0.005\"} 1\n"
+    "kvd_list_duration_seconds_bucket{le=\"0.01\"} 1\n"
+    "kvd_list_duration_seconds_bucket{le=\"0.025\"} 1\n"
+    "kvd_list_duration_seconds_bucket{le=\"0.05\"} 1\n"
+    "kvd_list_duration_seconds_bucket{le=\"0.1\"} 1\n"
+    "kvd_list_duration_seconds_bucket{le=\"0.25\"} 1\n"
+    "kvd_list_duration_seconds_bucket{le=\"1\"} 1\n"
+    "kvd_list_duration_seconds_bucket{le=\"+Inf\"} 1\n"
+    "kvd_list_duration_seconds_sum 0.0004\n"
+    "kvd_list_duration_seconds_count 1\n"
     "# HELP kvd_image_build_duration_seconds Time to build one JSON image.\n"
     "# TYPE kvd_image_build_duration_seconds histogram\n"
     "kvd_image_build_duration_seconds_bucket{le=\"0.01\"} 0\n"
@@ -225,6 +250,7 @@ KV_TEST(render_exact, "a small fixture renders to exactly the expected expositio
   kv_metrics_t m;
   kv_metrics_gauges_t g = {.keys = 2, .bytes = 10, .conns = 1, .commits = 7,
                            .rev = 9, .ckpt_rev = 8, .log_pending = 96,
+                           .ttl_keys = 3, .expired = 2,
                            .ready = 1, .writes_failed = 0};
   char *text;
   kv_metrics_init(&m);
@@ -239,6 +265,7 @@ KV_TEST(render_exact, "a small fixture renders to exactly the expected expositio
   kv_hist_observe(&m.commit, 0.0007);
   kv_hist_observe(&m.image, 0.02);
   kv_hist_observe(&m.checkpoint, 0.25);
+  kv_hist_observe(&m.list, 0.0004);
   m.image_bytes = 123;
   m.conns_accepted = 5;
   m.conns_refused = 1;
