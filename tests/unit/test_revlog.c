@@ -427,7 +427,7 @@ static uint64_t fill_segments(const char *d, size_t nseg, uint64_t *firsts) {
 
 /* ---- the tests --------------------------------------------------------------- */
 
-KV_TEST(batch_replays_exactly, "an appended batch replays exactly: ops, revisions, batch, expiry, keys and values byte for byte") {
+KV_TEST(batch_replays_exactly, "an appended batch replays exactly: ops (an expiry too), revisions, batch, expiry, keys and values byte for byte") {
   char *d, err[512], bigkey[KV_KEY_MAX];
   static const char nul[] = "a\0b\0\xc3\xa9";
   kv_revlog_t *l;
@@ -441,8 +441,9 @@ KV_TEST(batch_replays_exactly, "an appended batch replays exactly: ops, revision
         {KV_OP_DEL, {"a", 1}, {NULL, 0}, 3, 1, 0},
         {KV_OP_PUT, {bigkey, sizeof bigkey}, {nul, sizeof nul - 1}, 4, 1,
          UINT64_C(1700000000123)},
-        {KV_OP_PUT, {"k/\xe2\x82\xac", 5}, {"x", 1}, 5, 5, 9}};
-    for (size_t i = 0; i < 5; i++) {
+        {KV_OP_PUT, {"k/\xe2\x82\xac", 5}, {"x", 1}, 5, 5, 9},
+        {KV_OP_EXPIRE, {"k/\xe2\x82\xac", 5}, {NULL, 0}, 6, 5, 0}};
+    for (size_t i = 0; i < 6; i++) {
       M[i + 1].op = ops[i].op;
       M[i + 1].batch = ops[i].batch;
       M[i + 1].expires = ops[i].expires;
@@ -456,22 +457,23 @@ KV_TEST(batch_replays_exactly, "an appended batch replays exactly: ops, revision
     replay_ok(l, 0, 0);
     CHECK_INT(seen.n, 0);
     CHECK_INT(kv_revlog_append(l, ops, 4), 0);
-    CHECK_INT(kv_revlog_append(l, ops + 4, 1), 0);
+    CHECK_INT(kv_revlog_append(l, ops + 4, 2), 0);
     CHECK_INT(kv_revlog_append(l, ops, 0), 0); /* nothing: no-op */
     kv_revlog_close(l);
   }
   CHECK_STR(ls_log(d), segs_named(1, (uint64_t)1));
   l = open_log(d, K64, 0);
-  replay_ok(l, 0, 5);
-  expect_seen(1, 5);
+  replay_ok(l, 0, 6);
+  expect_seen(1, 6);
   CHECK(seen.v[2].op == KV_OP_DEL && seen.v[2].vlen == 0);
+  CHECK(seen.v[5].op == KV_OP_EXPIRE && seen.v[5].vlen == 0);
   CHECK(seen.v[1].op == KV_OP_PUT && seen.v[1].vlen == 0);
   kv_revlog_close(l);
   /* after skips revisions up to it; *last stays the log's last. */
-  for (uint64_t after = 1; after <= 5; after++) {
+  for (uint64_t after = 1; after <= 6; after++) {
     l = open_log(d, K64, 0);
-    replay_ok(l, after, 5);
-    expect_seen(after + 1, 5);
+    replay_ok(l, after, 6);
+    expect_seen(after + 1, 6);
     kv_revlog_close(l);
   }
   /* A checkpoint beyond the log: nothing to replay, *last is after. */
