@@ -7,6 +7,20 @@ Standard library only.  Every loop is bounded by a count and a deadline.
       PUT the keys k%015d for FIRST <= i < LAST (16-byte keys) with value(i),
       pipelined over CONNS keep-alive connections, until every answer is in.
       Prints "LOAD n=... secs=... rate=... non2xx=...".
+  load-list HOST PORT N START PER VSIZE CONNS TIMEOUT kvd|etcd
+      The listing workload's N keys p%04d/k%09d (PER under each prefix,
+      key i under p(i // PER)), as load does, into kvd (raw PUT /KEY) or
+      into etcd's v2 keys API (form PUT /v2/keys/KEY), from key START on,
+      wrapping around: the prefix that is listed goes in first.  Stops at
+      TIMEOUT with what it has: n= and non2xx= say how many were stored.
+  load-ttl HOST PORT FIRST LAST VSIZE CONNS TIMEOUT EXPIRE_AT SPREAD
+      PUT /t%015d?ttl=S, as load does, with S chosen as each request is
+      built so that key i expires at EXPIRE_AT (epoch seconds) plus
+      (i % 1000) / 1000 of SPREAD seconds.  Adds late= (keys sent too late
+      for their time, given ttl=1), ttl_min= and ttl_max= to the line.
+  count kvd|etcd
+      Entries in the listing answer on stdin (kvd: the object's or the
+      array's; etcd v2: the directory node's children), or -1.
   resp FIRST LAST VSIZE
       The same keys and values as Redis SET commands (RESP) on stdout, for
       redis-cli --pipe.
@@ -21,6 +35,7 @@ Standard library only.  Every loop is bounded by a count and a deadline.
       The disk's small-commit limit: 4 KiB pwrite + fdatasync to one file in
       DIR, in a loop.  Prints "FSYNC ops=1/median p50_ms=... p99_ms=... n=...".
 """
+import json
 import os
 import selectors
 import socket
@@ -39,18 +54,19 @@ def value(i, vsize):
     return s + "v" * (vsize - len(s))
 
 
-def cmd_load(host, port, first, last, vsize, conns, timeout):
-    first, last, vsize = int(first), int(last), int(vsize)
-    conns, timeout = max(1, int(conns)), float(timeout)
-    port = int(port)
+def load_requests(host, port, first, last, conns, timeout, make):
+    """Sends make(i, now) (the text of one request) for FIRST <= i < LAST,
+    pipelined over CONNS keep-alive connections (connection c sends i = c,
+    c + CONNS, ...), in chunks of 256 built just before they are sent, until
+    every answer is in or TIMEOUT seconds have passed.  Returns (answers,
+    2xx answers, seconds)."""
     total = last - first
     sel = selectors.DefaultSelector()
     state = []
-    head = "PUT /%s HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n%s"
     for c in range(min(conns, max(total, 1))):
         s = socket.create_connection((host, port), timeout=5)
         s.setblocking(False)
-        idx = list(range(first + c, last, conns))
+        idx = range(first + c, last, conns)
         st = {"sock": s, "idx": idx, "pos": 0, "out": b"", "want": len(idx),
               "got": 0, "ok": 0, "tail": b""}
         state.append(st)
@@ -67,9 +83,8 @@ def cmd_load(host, port, first, last, vsize, conns, timeout):
                 if not st["out"] and st["pos"] < len(st["idx"]):
                     part = st["idx"][st["pos"]:st["pos"] + chunk]
                     st["pos"] += len(part)
-                    st["out"] = "".join(
-                        head % (key(i), vsize, value(i, vsize)) for i in part
-                    ).encode()
+                    now = time.time()
+                    st["out"] = "".join(make(i, now) for i in part).encode()
                 if st["out"]:
                     try:
                         n = s.send(st["out"])
@@ -100,10 +115,98 @@ def cmd_load(host, port, first, last, vsize, conns, timeout):
     ok = sum(st["ok"] for st in state)
     for st in state:
         st["sock"].close()
-    print("LOAD n=%d secs=%.3f rate=%.0f non2xx=%d complete=%d"
+    return got, ok, secs
+
+
+def print_load(got, ok, secs, total, extra=""):
+    print("LOAD n=%d secs=%.3f rate=%.0f non2xx=%d complete=%d%s"
           % (got, secs, got / secs if secs > 0 else 0, got - ok,
-             1 if got == total else 0))
+             1 if got == total else 0, extra))
     return 0 if got == total and ok == got else 1
+
+
+def cmd_load(host, port, first, last, vsize, conns, timeout):
+    first, last, vsize = int(first), int(last), int(vsize)
+    head = "PUT /%s HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n%s"
+
+    def make(i, now):
+        return head % (key(i), vsize, value(i, vsize))
+    got, ok, secs = load_requests(host, int(port), first, last,
+                                  max(1, int(conns)), float(timeout), make)
+    return print_load(got, ok, secs, last - first)
+
+
+def list_key(i, per):
+    """The listing workload's keys: PER keys under each prefix p%04d/."""
+    return "p%04d/k%09d" % (i // per, i)
+
+
+def cmd_load_list(host, port, n, start, per, vsize, conns, timeout, kind):
+    n, start, per, vsize = int(n), int(start), int(per), int(vsize)
+    if kind == "kvd":
+        head = "PUT /%s HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n%s"
+
+        def make(j, now):
+            i = (j + start) % n
+            return head % (list_key(i, per), vsize, value(i, vsize))
+    elif kind == "etcd":
+        # etcd's v2 keys API: a form PUT; each prefix is a directory.
+        head = ("PUT /v2/keys/%s HTTP/1.1\r\nHost: b\r\nContent-Type: "
+                "application/x-www-form-urlencoded\r\nContent-Length: %d"
+                "\r\n\r\nvalue=%s")
+
+        def make(j, now):
+            i = (j + start) % n
+            return head % (list_key(i, per), vsize + 6, value(i, vsize))
+    else:
+        raise SystemExit("load-list: kind is kvd or etcd")
+    got, ok, secs = load_requests(host, int(port), 0, n,
+                                  max(1, int(conns)), float(timeout), make)
+    return print_load(got, ok, secs, n)
+
+
+def cmd_load_ttl(host, port, first, last, vsize, conns, timeout,
+                 expire_at, spread):
+    """PUT t%015d?ttl=S, S chosen when the request is built so that key i
+    expires at EXPIRE_AT + (i % 1000) / 1000 * SPREAD (wall clock, give or
+    take half a second: S is whole seconds).  late counts the keys sent
+    less than a second before their time, whose S had to be 1."""
+    first, last, vsize = int(first), int(last), int(vsize)
+    expire_at, spread = float(expire_at), float(spread)
+    head = ("PUT /t%015d?ttl=%d HTTP/1.1\r\nHost: b\r\nContent-Length: %d"
+            "\r\n\r\n%s")
+    stats = {"late": 0, "min": None, "max": None}
+
+    def make(i, now):
+        s = int(round(expire_at + (i % 1000) * spread / 1000.0 - now))
+        if s < 1:
+            s = 1
+            stats["late"] += 1
+        if stats["min"] is None or s < stats["min"]:
+            stats["min"] = s
+        if stats["max"] is None or s > stats["max"]:
+            stats["max"] = s
+        return head % (i, s, vsize, value(i, vsize))
+    got, ok, secs = load_requests(host, int(port), first, last,
+                                  max(1, int(conns)), float(timeout), make)
+    return print_load(got, ok, secs, last - first,
+                      " late=%d ttl_min=%s ttl_max=%s"
+                      % (stats["late"], stats["min"], stats["max"]))
+
+
+def cmd_count(kind):
+    """Entries in the listing answer on stdin: kvd's object or array, or
+    the children of etcd v2's directory node.  Prints -1 if it is not one."""
+    try:
+        doc = json.load(sys.stdin)
+    except ValueError:
+        print(-1)
+        return 1
+    if kind == "etcd":
+        doc = doc.get("node", {}).get("nodes", []) if isinstance(doc, dict) \
+            else None
+    print(len(doc) if isinstance(doc, (dict, list)) else -1)
+    return 0
 
 
 def cmd_resp(first, last, vsize):
@@ -214,6 +317,8 @@ def cmd_fsync(d, secs):
 
 def main(argv):
     cmds = {"load": (cmd_load, 7), "resp": (cmd_resp, 3),
+            "load-list": (cmd_load_list, 9), "load-ttl": (cmd_load_ttl, 9),
+            "count": (cmd_count, 1),
             "ready-kvd": (cmd_ready_kvd, 5), "ready-redis": (cmd_ready_redis, 4),
             "fsync": (cmd_fsync, 2)}
     if len(argv) >= 2 and argv[1] == "value" and len(argv) == 4:
