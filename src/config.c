@@ -37,6 +37,8 @@ void kv_config_defaults(kv_config_t *cfg) {
   cfg->max_conns = 10000;
   cfg->max_readers = KV_CKPT_READERS;
   cfg->log_segment = KV_REVLOG_SEGMENT;
+  cfg->history = KV_HISTORY_DEFAULT;
+  cfg->tomb_secs = KV_TOMB_SECS_DEFAULT;
   cfg->header_timeout_ms = 10000;
   cfg->body_timeout_ms = 30000;
   cfg->idle_timeout_ms = 60000;
@@ -63,6 +65,10 @@ static void usage(FILE *f) {
     "  --max-readers N         LMDB reader slots: concurrent kvdump runs and\n"
     "                          image builds (default %u)\n"
     "  --log-segment BYTES     size of each revision log segment (default 64M)\n"
+    "  --history N             revisions the change feed replays exactly\n"
+    "                          (default 1000000)\n"
+    "  --tombstone-retention SECS  how long a deletion older than the exact\n"
+    "                          history is remembered (default 604800)\n"
     "  --max-value BYTES       largest value, K/M/G suffixes (default 16M)\n"
     "  --max-uri BYTES         longest request target (default 8K)\n"
     "  --max-header-bytes BYTES  largest header section (default 16K)\n"
@@ -193,6 +199,22 @@ static const char *set_max_readers(kv_config_t *cfg, const char *arg) {
   return why;
 }
 
+static const char *set_history(kv_config_t *cfg, const char *arg) {
+  size_t n;
+  const char *why = size_in(&n, arg, 0, (size_t)1 << 40,
+                            "expected a number of revisions, like 1000000");
+  if (why == NULL) cfg->history = n;
+  return why;
+}
+
+static const char *set_tomb_secs(kv_config_t *cfg, const char *arg) {
+  size_t n;
+  const char *why = size_in(&n, arg, 0, (size_t)315360000,
+                            "expected seconds from 0 to 315360000");
+  if (why == NULL) cfg->tomb_secs = n;
+  return why;
+}
+
 static const char *set_log_segment(kv_config_t *cfg, const char *arg) {
   return size_in(&cfg->log_segment, arg, 64 << 10, (size_t)1 << 30,
                  "expected 64K to 1G, like 64M");
@@ -315,6 +337,8 @@ static const struct setting {
   {"map-size", ARG_REQUIRED, set_map_size},
   {"max-readers", ARG_REQUIRED, set_max_readers},
   {"log-segment", ARG_REQUIRED, set_log_segment},
+  {"history", ARG_REQUIRED, set_history},
+  {"tombstone-retention", ARG_REQUIRED, set_tomb_secs},
   {"max-value", ARG_REQUIRED, set_max_value},
   {"max-uri", ARG_REQUIRED, set_max_uri},
   {"max-header-bytes", ARG_REQUIRED, set_max_head},

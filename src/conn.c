@@ -70,6 +70,8 @@ struct kv_conn {
 
 static void conn_flush(kv_conn_t *c);
 static void conn_resume(kv_conn_t *c);
+static void conn_deferred(kv_conn_t *c);
+static void answer_init(kv_conn_t *c, kv_router_answer_t *a);
 static void conn_feed(kv_conn_t *c, const char *data, size_t len,
                       int from_pending);
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
@@ -152,6 +154,13 @@ static void on_close(uv_handle_t *h) {
 /* Closes the connection now, or as soon as the store has answered it. */
 static void conn_close(kv_conn_t *c) {
   if (c->closing) return;
+  if (c->state == KV_CONN_WAIT && c->wait.streaming) {
+    /* A change feed holds nothing the store must finish: end it now. */
+    kv_router_answer_t a;
+    answer_init(c, &a);
+    kv_router_stop(c->env->router, &c->http.req, &a, &c->wait, 0);
+    set_state(c, KV_CONN_IDLE);
+  }
   if (c->state == KV_CONN_WAIT) {
     /* The store still holds c->wait: wait for its answer. */
     c->close_wanted = 1;
@@ -255,6 +264,12 @@ static void on_write(uv_write_t *req, int status) {
   }
   kv_out_reset(o);
   c->writing = 0;
+  /* A change feed holds back while its output is being written: take
+   * more now. */
+  if (c->state == KV_CONN_WAIT && c->wait.streaming) {
+    conn_deferred(c);
+    return;
+  }
   if (c->out[c->cur].bytes != 0) {
     conn_flush(c);
     return;
@@ -342,6 +357,8 @@ static void answer_init(kv_conn_t *c, kv_router_answer_t *a) {
   a->close = last_answer(c);
   a->status = 0;
   a->body = 0;
+  a->now = now_ms(c);
+  a->queued = c->writing ? c->out[c->cur ^ 1].bytes : 0;
 }
 
 /* Counts an answer and writes its access-log line, in the Common Log
@@ -424,6 +441,26 @@ static void conn_resume(kv_conn_t *c) {
 
 /* The store is done with a waiting request: the router writes its answer
  * from the outcome in c->wait, and the connection goes on. */
+/* Goes on after the router resumed a waiting request (or ticked a
+ * stream) with outcome rc. */
+static void conn_after(kv_conn_t *c, kv_router_answer_t *a, int rc) {
+  if (rc == KV_ROUTER_WAITING) { /* a stream: more to come */
+    conn_flush(c);
+    return;
+  }
+  if (rc < 0 && c->wait.streaming) {
+    kv_router_stop(c->env->router, &c->http.req, a, &c->wait, 0);
+  }
+  set_state(c, KV_CONN_IDLE);
+  if (rc < 0) {
+    conn_abort(c);
+    return;
+  }
+  answered(c, a);
+  if (a->close) c->close_after = 1;
+  conn_resume(c);
+}
+
 static void conn_deferred(kv_conn_t *c) {
   kv_router_answer_t a;
   int rc;
@@ -431,17 +468,7 @@ static void conn_deferred(kv_conn_t *c) {
   assert(c->state == KV_CONN_WAIT && c->paused);
   answer_init(c, &a);
   rc = kv_router_resume(c->env->router, &c->http.req, &a, &c->wait);
-  if (rc == KV_ROUTER_WAITING) { /* a stream: more to come */
-    conn_flush(c);
-    return;
-  }
-  set_state(c, KV_CONN_IDLE);
-  if (rc < 0) {
-    conn_abort(c);
-    return;
-  }
-  answered(c, &a);
-  conn_resume(c);
+  conn_after(c, &a, rc);
 }
 
 static void on_written(kv_write_t *w, int status, int existed) {
@@ -458,6 +485,12 @@ static void on_image(kv_image_wait_t *w, int status, kv_image_t *img) {
   c->wait.status = status;
   c->wait.img = img;
   conn_deferred(c);
+}
+
+static void on_watch(void *data) {
+  kv_conn_t *c = data;
+
+  if (c->state == KV_CONN_WAIT && !c->closing) conn_deferred(c);
 }
 
 static void on_list(kv_list_t *l) {
@@ -529,6 +562,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
       return;
     }
     read_stop(c);
+    /* A change feed's client went away: nothing more to send it. */
+    if (c->state == KV_CONN_WAIT && c->wait.streaming) {
+      conn_close(c);
+      return;
+    }
     if (c->state == KV_CONN_WAIT || c->paused) return; /* on resume */
     client_done(c);
     conn_flush(c);
@@ -619,6 +657,8 @@ static kv_conn_t *conn_new(kv_conn_env_t *env) {
   c->wait.write.done = on_written;
   c->wait.image.done = on_image;
   c->wait.list.done = on_list;
+  c->wait.watch_ready = on_watch;
+  c->wait.watch_data = c;
   c->next = env->conns;
   if (env->conns != NULL) env->conns->prev = c;
   env->conns = c;
@@ -697,6 +737,15 @@ static void conn_sweep(kv_conn_t *c, uint64_t now) {
       return;
     }
   }
+  if (c->state == KV_CONN_WAIT && c->wait.streaming) {
+    /* A change feed's heartbeat, or a long poll's end. */
+    kv_router_answer_t a;
+    int rc;
+    answer_init(c, &a);
+    rc = kv_router_tick(c->env->router, &c->http.req, &a, &c->wait, now);
+    conn_after(c, &a, rc);
+    return;
+  }
   if (now < c->deadline) return;
   switch (c->state) {
   case KV_CONN_IDLE:
@@ -728,6 +777,17 @@ void kv_conn_sweep(kv_conn_env_t *env, uint64_t now) {
 
 static void conn_drain(kv_conn_t *c) {
   if (c->closing) return;
+  if (c->state == KV_CONN_WAIT && c->wait.streaming) {
+    /* A change feed never ends by itself: end it properly now. */
+    kv_router_answer_t a;
+    int rc;
+    answer_init(c, &a);
+    a.close = 1;
+    rc = kv_router_stop(c->env->router, &c->http.req, &a, &c->wait, 1);
+    c->close_after = 1;
+    conn_after(c, &a, rc);
+    return;
+  }
   switch (c->state) {
   case KV_CONN_WAIT:
     c->close_after = 1; /* answered by the store, then closed */

@@ -72,7 +72,7 @@ int kv_http_error(kv_out_t *o, const char *date, int err, const char *extra,
 
 /* The headers kvd acts on (kv_http_req_t.cur_hdr). */
 enum { HDR_OTHER = 0, HDR_CTYPE, HDR_EXPECT, HDR_AUTH, HDR_TE, HDR_IFMATCH,
-       HDR_IFNONE };
+       HDR_IFNONE, HDR_ACCEPT, HDR_LASTID };
 
 /* A kept buffer over this is freed when the next message begins. */
 #define KEEP_MAX 65536
@@ -217,6 +217,14 @@ static int hname_is(const kv_http_req_t *r, const char *name) {
   return r->hname_len == n && strncasecmp(r->hname, name, n) == 0;
 }
 
+static void append_bounded(char *dst, size_t *dlen, size_t cap,
+                           const char *at, size_t len) {
+  if (*dlen + len >= cap) len = cap - 1 - *dlen;
+  memcpy(dst + *dlen, at, len);
+  *dlen += len;
+  dst[*dlen] = '\0';
+}
+
 /* Appends to a precondition header's value; one that does not fit is
  * remembered, never cut short into a different list. */
 static void cond_append(kv_http_req_t *r, char *dst, size_t *dlen,
@@ -256,7 +264,15 @@ static int on_header_field_complete(llhttp_t *p) {
       r->cur_hdr = HDR_IFMATCH;
     else if (hname_is(r, "if-none-match"))
       r->cur_hdr = HDR_IFNONE;
+    else if (hname_is(r, "accept"))
+      r->cur_hdr = HDR_ACCEPT;
+    else if (hname_is(r, "last-event-id"))
+      r->cur_hdr = HDR_LASTID;
   }
+  if (r->cur_hdr == HDR_ACCEPT && r->accept_len > 0)
+    append_bounded(r->accept, &r->accept_len, sizeof(r->accept), ",", 1);
+  if (r->cur_hdr == HDR_LASTID && r->has_last_id) r->last_id_long = 1;
+  if (r->cur_hdr == HDR_LASTID) r->has_last_id = 1;
   /* A list header given in several fields is one list (RFC 9110 5.3). */
   if (r->cur_hdr == HDR_IFMATCH && r->if_match_n++ > 0)
     cond_append(r, r->if_match, &r->if_match_len, sizeof(r->if_match), ",",
@@ -269,13 +285,6 @@ static int on_header_field_complete(llhttp_t *p) {
   return too_big_head(h) ? HPE_USER : 0;
 }
 
-static void append_bounded(char *dst, size_t *dlen, size_t cap,
-                           const char *at, size_t len) {
-  if (*dlen + len >= cap) len = cap - 1 - *dlen;
-  memcpy(dst + *dlen, at, len);
-  *dlen += len;
-  dst[*dlen] = '\0';
-}
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   kv_http_t *h = http_of(p);
@@ -307,6 +316,13 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
                 len);
   else if (r->cur_hdr == HDR_IFNONE)
     cond_append(r, r->if_none, &r->if_none_len, sizeof(r->if_none), at, len);
+  else if (r->cur_hdr == HDR_ACCEPT)
+    append_bounded(r->accept, &r->accept_len, sizeof(r->accept), at, len);
+  else if (r->cur_hdr == HDR_LASTID) {
+    if (r->last_id_len + len >= sizeof(r->last_id)) r->last_id_long = 1;
+    else append_bounded(r->last_id, &r->last_id_len, sizeof(r->last_id), at,
+                        len);
+  }
   r->head_bytes += len;
   return too_big_head(h) ? HPE_USER : 0;
 }

@@ -82,6 +82,76 @@ static int image_gen_cstr(yajl_gen g, const char *s) {
   return image_gen_string(g, sl);
 }
 
+/* A growing buffer for one change's JSON. */
+typedef struct {
+  char *p;
+  size_t len, cap;
+  int err;
+} image_buf_t;
+
+static void image_buf_print(void *ctx, const char *s, size_t n) {
+  image_buf_t *b = ctx;
+  if (b->err) return;
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 128;
+    char *p;
+    while (cap < b->len + n) cap *= 2;
+    if (!(p = realloc(b->p, cap))) {
+      b->err = KV_ENOMEM;
+      return;
+    }
+    b->p = p;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+}
+
+int kv_image_change(uint64_t rev, int op, kv_slice_t key, kv_slice_t val,
+                    size_t room, char **out, size_t *len) {
+  static const char *const names[] = {"", "put", "delete", "expire"};
+  image_buf_t b = {NULL, 0, 0, 0};
+  yajl_gen g = yajl_gen_alloc(NULL);
+  int err = 0;
+
+  *out = NULL;
+  if (g == NULL || op < 1 || op > 3) {
+    if (g) yajl_gen_free(g);
+    return g ? KV_EINVAL : KV_ENOMEM;
+  }
+  /* The caller's header goes first: one allocation for both. */
+  if (room) {
+    char zero[64] = {0};
+    for (size_t left = room; left; ) {
+      size_t n = left < sizeof zero ? left : sizeof zero;
+      image_buf_print(&b, zero, n);
+      left -= n;
+    }
+  }
+  if (!yajl_gen_config(g, yajl_gen_print_callback, image_buf_print, &b) ||
+      !yajl_gen_config(g, yajl_gen_validate_utf8, 1) ||
+      yajl_gen_map_open(g) != 0)
+    err = KV_ENOMEM;
+  if (err == 0) err = image_gen_cstr(g, "rev");
+  if (err == 0 && yajl_gen_integer(g, (long long)rev) != 0) err = KV_EINVAL;
+  if (err == 0) err = image_gen_cstr(g, "op");
+  if (err == 0) err = image_gen_cstr(g, names[op]);
+  if (err == 0) err = image_gen_cstr(g, "key");
+  if (err == 0) err = image_gen_string(g, key);
+  if (err == 0 && op == 1) err = image_gen_cstr(g, "value");
+  if (err == 0 && op == 1) err = image_gen_string(g, val);
+  if (err == 0 && yajl_gen_map_close(g) != 0) err = KV_EINVAL;
+  if (err == 0) err = b.err;
+  yajl_gen_free(g);
+  if (err != 0) {
+    free(b.p);
+    return err;
+  }
+  *out = b.p;
+  *len = b.len - room;
+  return 0;
+}
+
 /* Runs the generator over every record from next, printing through print
  * (whose context is pctx).  *sink_err is the sink's latched error, checked
  * after each record so a failed write stops the walk early.  Returns 0,

@@ -26,7 +26,7 @@ static const double commit_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01,
 static const double image_bounds[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                                        5, 10};
 static const int statuses[KV_M_NSTATUS] = {
-    200, 201, 204, 400, 401, 404, 405, 408, 413, 414,
+    200, 201, 204, 304, 400, 401, 404, 405, 408, 410, 412, 413, 414,
     417, 431, 500, 501, 503, 505, 507, 0 /* other */};
 static const char *const methods[KV_M_NMETHODS] = {"GET",  "HEAD",   "PUT",
                                                    "POST", "DELETE", "other"};

@@ -391,6 +391,96 @@ int kv_revlog_trim(kv_revlog_t *l, uint64_t rev) {
   return rc;
 }
 
+uint64_t kv_revlog_first(kv_revlog_t *l) {
+  uint64_t first;
+  pthread_mutex_lock(&l->mu);
+  first = l->nsegs ? l->segs[0].first : 0;
+  pthread_mutex_unlock(&l->mu);
+  return first;
+}
+
+/* Opens the segments that may hold revisions from..to while the list is
+ * locked: trim takes a segment off the list before it unlinks the file,
+ * so every listed file still exists. */
+static int scan_open(kv_revlog_t *l, uint64_t from, uint64_t to, int **fds,
+                     seg_t **segs, size_t *n) {
+  size_t i, j, k = 0;
+  char name[32];
+  int rc = 0;
+
+  *fds = NULL;
+  *segs = NULL;
+  *n = 0;
+  pthread_mutex_lock(&l->mu);
+  if (l->nsegs == 0 || from < l->segs[0].first) {
+    pthread_mutex_unlock(&l->mu);
+    return KV_ENOTFOUND;
+  }
+  for (i = 0; i + 1 < l->nsegs && l->segs[i + 1].first <= from; i++) {
+  }
+  for (j = i; j < l->nsegs && l->segs[j].first <= to; j++) {
+  }
+  if (j > i && ((*fds = malloc((j - i) * sizeof **fds)) == NULL ||
+                (*segs = malloc((j - i) * sizeof **segs)) == NULL))
+    rc = KV_ENOMEM;
+  for (; rc == 0 && i < j; i++) {
+    seg_name(name, sizeof name, l->segs[i].first);
+    (*fds)[k] = openat(l->dirfd, name, O_RDONLY | O_CLOEXEC);
+    if ((*fds)[k] < 0) {
+      rc = KV_EIO;
+      break;
+    }
+    (*segs)[k++] = l->segs[i];
+  }
+  pthread_mutex_unlock(&l->mu);
+  *n = k;
+  return rc;
+}
+
+int kv_revlog_scan(kv_revlog_t *l, uint64_t from, uint64_t to,
+                   kv_revlog_fn fn, void *ctx) {
+  int *fds;
+  seg_t *segs;
+  size_t n, i;
+  uint64_t want = from;
+  int rc;
+
+  if (from > to) return 0;
+  rc = scan_open(l, from, to, &fds, &segs, &n);
+  for (i = 0; rc == 0 && i < n && want <= to; i++) {
+    const unsigned char *m =
+        mmap(NULL, segs[i].size, PROT_READ, MAP_SHARED, fds[i], 0);
+    uint64_t off = SEG_HDR;
+    if (m == MAP_FAILED) {
+      rc = KV_EIO;
+      break;
+    }
+    if (!seg_header_ok(m, segs[i].size, segs[i].first)) rc = KV_ECORRUPT;
+    while (rc == 0 && off < segs[i].size && want <= to) {
+      kv_op_t op;
+      int64_t len = rec_parse(m + off, segs[i].size - off, &op);
+      /* Records up to `to` are durable, so the data cannot end or break
+       * before it in this segment unless the next one takes over. */
+      if (len <= 0) break;
+      off += (uint64_t)len;
+      if (op.rev < want) continue;
+      if (op.rev != want) {
+        rc = KV_ECORRUPT;
+        break;
+      }
+      want++;
+      rc = fn(ctx, &op);
+    }
+    munmap((void *)m, segs[i].size);
+  }
+  if (rc == KV_ESTOP) rc = 0;
+  else if (rc == 0 && want <= to) rc = KV_ECORRUPT;
+  for (i = 0; i < n; i++) close(fds[i]);
+  free(fds);
+  free(segs);
+  return rc;
+}
+
 size_t kv_revlog_segments(kv_revlog_t *l) {
   size_t n;
   pthread_mutex_lock(&l->mu);

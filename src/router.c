@@ -76,6 +76,8 @@ static void route_target(kv_http_req_t *r) {
       r->route = KV_ROUTE_READY;
     else if (plen == 8 && memcmp(path, "_metrics", 8) == 0)
       r->route = KV_ROUTE_METRICS;
+    else if (plen == 8 && memcmp(path, "_changes", 8) == 0)
+      r->route = KV_ROUTE_CHANGES;
     else
       r->err = KV_ENOENDPOINT;
   } else {
@@ -534,6 +536,337 @@ static int answer_list(const kv_router_t *rt, const kv_http_req_t *r,
   return rc;
 }
 
+/* ---- the change feed (contract section 5) ------------------------------- */
+
+/* Output a stream holds back past: the rest waits in the store's queue,
+ * which is bounded, or in the log. */
+#define FEED_HIGH (256 * 1024)
+/* A long poll answers once it holds this much, at the revision reached,
+ * so one far behind takes several polls, never one huge answer. */
+#define FEED_LP_MAX ((size_t)4 << 20)
+#define FEED_TAKE 64
+
+static const char *const op_names[] = {"", "put", "delete", "expire"};
+
+static int has_token(const char *hay, size_t len, const char *needle) {
+  size_t n = strlen(needle);
+  for (size_t i = 0; i + n <= len; i++)
+    if (strncasecmp(hay + i, needle, n) == 0) return 1;
+  return 0;
+}
+
+/* Reads the feed's parameters.  Returns 0 or an error. */
+static int feed_params(const kv_router_t *rt, const kv_http_req_t *r,
+                       kv_router_wait_t *w, kv_watch_opts_t *o, char *buf) {
+  kv_slice_t q = kv_query_of(r->url, r->url_len);
+  char *val = buf + q.len;
+  size_t len;
+  uint64_t v;
+  int rc, has_key;
+
+  memset(o, 0, sizeof *o);
+  o->since = rt->store->rev;
+  w->feed = has_token(r->accept, r->accept_len, "text/event-stream")
+                ? KV_FEED_SSE : KV_FEED_NDJSON;
+  w->heartbeat_ms = 10000;
+  w->deadline = 60000;
+  if ((rc = kv_query_get(q, "feed", val, &len)) < 0) return rc;
+  if (rc == 1) {
+    if (len == 8 && memcmp(val, "longpoll", 8) == 0) w->feed = KV_FEED_LONGPOLL;
+    else if (len == 11 && memcmp(val, "eventsource", 11) == 0)
+      w->feed = KV_FEED_SSE;
+    else if (!(len == 10 && memcmp(val, "continuous", 10) == 0))
+      return KV_EBADFEED;
+  }
+  if ((rc = kv_query_get(q, "since", val, &len)) < 0) return rc;
+  if (rc == 1) {
+    if (kv_query_uint(val, len, 0, INT64_MAX, &v) != 0) return KV_EBADSINCE;
+    o->since = v;
+  }
+  /* EventSource repeats the URL when it reconnects: the header wins. */
+  if (r->has_last_id) {
+    if (r->last_id_long ||
+        kv_query_uint(r->last_id, r->last_id_len, 0, INT64_MAX, &v) != 0)
+      return KV_EBADSINCE;
+    o->since = v;
+  }
+  if ((rc = kv_query_get(q, "heartbeat", val, &len)) < 0) return rc;
+  if (rc == 1) {
+    if (kv_query_uint(val, len, 0, 3600, &v) != 0) return KV_EBADWAIT;
+    w->heartbeat_ms = v * 1000;
+  }
+  if ((rc = kv_query_get(q, "timeout", val, &len)) < 0) return rc;
+  if (rc == 1) {
+    if (kv_query_uint(val, len, 1, 3600, &v) != 0) return KV_EBADWAIT;
+    w->deadline = v * 1000;
+  }
+  if ((rc = kv_query_get(q, "key", buf, &o->klen)) < 0) return rc;
+  has_key = rc == 1;
+  if (has_key && (o->klen == 0 || o->klen > KV_KEY_MAX)) return KV_EKEY;
+  o->exact = has_key;
+  if ((rc = kv_query_get(q, "prefix", has_key ? val : buf,
+                         has_key ? &len : &o->klen)) < 0)
+    return rc;
+  if (rc == 1 && has_key) return KV_EBADFILTER;
+  o->key = buf;
+  return 0;
+}
+
+/* Appends one change as the feed frames it. */
+static int feed_put(kv_out_t *out, int feed, const kv_change_t *c) {
+  char head[96];
+  int n, rc;
+
+  if (feed == KV_FEED_NDJSON) {
+    rc = kv_out_append(out, c->json, c->len);
+    return rc ? rc : kv_out_append(out, "\n", 1);
+  }
+  n = snprintf(head, sizeof head, "id: %llu\nevent: %s\ndata: ",
+               (unsigned long long)c->rev, op_names[c->op]);
+  rc = kv_out_append(out, head, (size_t)n);
+  if (rc == 0) rc = kv_out_append(out, c->json, c->len);
+  return rc ? rc : kv_out_append(out, "\n\n", 2);
+}
+
+static size_t feed_size(int feed, const kv_change_t *c) {
+  if (feed == KV_FEED_NDJSON) return c->len + 1;
+  /* "id: " N "\nevent: " name "\ndata: " json "\n\n" */
+  return 4 + (size_t)snprintf(NULL, 0, "%llu", (unsigned long long)c->rev) +
+         8 + strlen(op_names[c->op]) + 7 + c->len + 2;
+}
+
+/* Appends len bytes of a stream's body as one chunk: header, then the
+ * caller's bytes, then feed_chunk_end. */
+static int feed_chunk(kv_router_wait_t *w, kv_out_t *out, size_t len) {
+  char head[24];
+  int n;
+
+  if (!w->chunked) return 0;
+  n = snprintf(head, sizeof head, "%zx\r\n", len);
+  return kv_out_append(out, head, (size_t)n);
+}
+
+static int feed_chunk_end(kv_router_wait_t *w, kv_out_t *out) {
+  return w->chunked ? kv_out_append(out, "\r\n", 2) : 0;
+}
+
+static void feed_end(const kv_router_t *rt, kv_router_wait_t *w) {
+  kv_store_unwatch(rt->store, w->watch);
+  w->watch = NULL;
+  w->streaming = 0;
+  for (size_t i = 0; i < w->lp_n; i++) kv_change_unref(w->lp[i]);
+  free(w->lp);
+  w->lp = NULL;
+  w->lp_n = w->lp_cap = w->lp_bytes = 0;
+}
+
+/* Ends a stream's body: the last chunk, or (HTTP/1.0) the close. */
+static int feed_finish(const kv_router_t *rt, kv_router_answer_t *a,
+                       kv_router_wait_t *w) {
+  int rc = w->chunked ? kv_out_append(a->out, "0\r\n\r\n", 5) : 0;
+
+  a->status = 200;
+  feed_end(rt, w);
+  if (!w->chunked) a->close = 1;
+  return rc;
+}
+
+/* A long poll's answer: {"rev":N,"changes":[...]}, N the revision its
+ * changes are complete up to. */
+static int feed_lp_answer(const kv_router_t *rt, const kv_http_req_t *r,
+                          kv_router_answer_t *a, kv_router_wait_t *w,
+                          uint64_t n_rev, uint64_t since) {
+  revs_t h;
+  char head[48];
+  size_t len;
+  int n, rc;
+
+  n = snprintf(head, sizeof head, "{\"rev\":%llu,\"changes\":[",
+               (unsigned long long)n_rev);
+  len = (size_t)n + 3 + w->lp_bytes + (w->lp_n ? w->lp_n - 1 : 0);
+  rc = answer_head(a, 200, KV_CT_JSON, (int64_t)len,
+                   revs(&h, NO_ETAG, since));
+  if (rc == 0 && r->method != HTTP_HEAD) {
+    rc = kv_out_append(a->out, head, (size_t)n);
+    for (size_t i = 0; rc == 0 && i < w->lp_n; i++) {
+      if (i) rc = kv_out_append(a->out, ",", 1);
+      if (rc == 0) rc = kv_out_append(a->out, w->lp[i]->json, w->lp[i]->len);
+    }
+    if (rc == 0) rc = kv_out_append(a->out, "]}\n", 3);
+  }
+  feed_end(rt, w);
+  return rc;
+}
+
+/* Moves what the watch has ready into the answer.  Returns
+ * KV_ROUTER_WAITING while the feed goes on, else as an answer does. */
+static int feed_pump(const kv_router_t *rt, const kv_http_req_t *r,
+                     kv_router_answer_t *a, kv_router_wait_t *w,
+                     uint64_t now, int timed_out) {
+  kv_store_t *s = rt->store;
+  kv_change_t *arr[FEED_TAKE];
+  int n, rc = 0;
+
+  if (w->feed == KV_FEED_LONGPOLL) {
+    uint64_t pos;
+    for (;;) {
+      if (w->lp_bytes >= FEED_LP_MAX) break;
+      n = kv_store_watch_take(s, w->watch, arr, FEED_TAKE, FEED_LP_MAX);
+      if (n < 0) {
+        revs_t h;
+        feed_end(rt, w);
+        return kv_router_error(rt, r, a, n,
+                               n == KV_EGONE ? revs(&h, NO_ETAG, s->rev)
+                                             : NULL);
+      }
+      if (n == 0) break;
+      if (w->lp_n + (size_t)n > w->lp_cap) {
+        size_t cap = w->lp_cap ? w->lp_cap * 2 : 64;
+        kv_change_t **lp;
+        while (cap < w->lp_n + (size_t)n) cap *= 2;
+        if (!(lp = realloc(w->lp, cap * sizeof *lp))) {
+          for (int i = 0; i < n; i++) kv_change_unref(arr[i]);
+          feed_end(rt, w);
+          return kv_router_error(rt, r, a, KV_ENOMEM, NULL) ? KV_ENOMEM : 0;
+        }
+        w->lp = lp;
+        w->lp_cap = cap;
+      }
+      for (int i = 0; i < n; i++) {
+        w->lp[w->lp_n++] = arr[i];
+        w->lp_bytes += arr[i]->len;
+      }
+    }
+    pos = kv_store_watch_position(s, w->watch);
+    /* Every change up to the store's revision is in hand (or the answer
+     * is full): answer if there is any, or the time is up. */
+    if ((w->lp_n && (pos >= s->rev || w->lp_bytes >= FEED_LP_MAX)) ||
+        timed_out)
+      return feed_lp_answer(rt, r, a, w, pos, w->since);
+    return KV_ROUTER_WAITING;
+  }
+  while (a->queued + a->out->bytes < FEED_HIGH) {
+    size_t len = 0;
+    n = kv_store_watch_take(s, w->watch, arr, FEED_TAKE, 64 * 1024);
+    if (n < 0) {
+      /* The history it needs is gone, or the log cannot be read: end the
+       * stream; the client resumes from the last revision it saw. */
+      rc = feed_finish(rt, a, w);
+      return rc ? rc : KV_ROUTER_ANSWERED;
+    }
+    if (n == 0) break;
+    for (int i = 0; i < n; i++) len += feed_size(w->feed, arr[i]);
+    rc = feed_chunk(w, a->out, len);
+    for (int i = 0; i < n; i++) {
+      if (rc == 0) rc = feed_put(a->out, w->feed, arr[i]);
+      kv_change_unref(arr[i]);
+    }
+    if (rc == 0) rc = feed_chunk_end(w, a->out);
+    if (rc != 0) return rc;
+    a->body += len;
+    w->last_sent = now;
+  }
+  return KV_ROUTER_WAITING;
+}
+
+/* GET /_changes: starts a watch, and a stream's head. */
+static int changes(const kv_router_t *rt, kv_http_req_t *r,
+                   kv_router_answer_t *a, kv_router_wait_t *w) {
+  kv_slice_t q = kv_query_of(r->url, r->url_len);
+  kv_watch_opts_t o;
+  revs_t h;
+  char *buf = malloc(2 * q.len + 1), extra[256];
+  int rc;
+
+  if (!buf) return kv_router_error(rt, r, a, KV_ENOMEM, NULL);
+  rc = feed_params(rt, r, w, &o, buf);
+  if (rc == 0 && r->method == HTTP_HEAD) {
+    free(buf);
+    return answer_head(a, 200,
+                       w->feed == KV_FEED_SSE ? "text/event-stream"
+                       : w->feed == KV_FEED_LONGPOLL ? KV_CT_JSON
+                                                     : "application/x-ndjson",
+                       -1, revs(&h, NO_ETAG, o.since));
+  }
+  if (rc == 0) {
+    o.ready = w->watch_ready;
+    o.data = w->watch_data;
+    rc = kv_store_watch(rt->store, &o, &w->watch);
+  }
+  free(buf);
+  if (rc != 0)
+    return kv_router_error(rt, r, a, rc,
+                           rc == KV_EGONE
+                               ? revs(&h, NO_ETAG, rt->store->rev) : NULL);
+  w->streaming = 1;
+  w->lp_n = w->lp_bytes = 0;
+  w->last_sent = a->now;
+  w->since = o.since;
+  if (w->feed == KV_FEED_LONGPOLL) {
+    w->deadline += a->now;
+    return feed_pump(rt, r, a, w, a->now, 0);
+  }
+  /* HTTP/1.0 has no chunks: the body ends at the close. */
+  w->chunked = r->http_minor >= 1;
+  snprintf(extra, sizeof extra, "%s%s%s",
+           revs(&h, NO_ETAG, o.since),
+           w->chunked ? "Transfer-Encoding: chunked\r\n" : "",
+           w->feed == KV_FEED_SSE ? "Cache-Control: no-cache\r\n" : "");
+  if (!w->chunked) a->close = 1;
+  rc = answer_head(a, 200,
+                   w->feed == KV_FEED_SSE ? "text/event-stream"
+                                          : "application/x-ndjson",
+                   -1, extra);
+  if (rc != 0) {
+    feed_end(rt, w);
+    return rc;
+  }
+  return feed_pump(rt, r, a, w, a->now, 0);
+}
+
+int kv_router_tick(const kv_router_t *rt, kv_http_req_t *r,
+                   kv_router_answer_t *a, kv_router_wait_t *w,
+                   uint64_t now) {
+  char line[80];
+  size_t len;
+  uint64_t pos;
+  int rc;
+
+  if (!w->streaming) return KV_ROUTER_WAITING;
+  if (w->feed == KV_FEED_LONGPOLL)
+    return now >= w->deadline ? feed_pump(rt, r, a, w, now, 1)
+                              : KV_ROUTER_WAITING;
+  if (!w->heartbeat_ms || now - w->last_sent < w->heartbeat_ms ||
+      a->queued + a->out->bytes >= FEED_HIGH)
+    return KV_ROUTER_WAITING;
+  /* Everything matching up to pos has been sent. */
+  pos = kv_store_watch_position(rt->store, w->watch);
+  len = (size_t)snprintf(line, sizeof line,
+                         w->feed == KV_FEED_SSE
+                             ? ": {\"op\":\"progress\",\"rev\":%llu}\n\n"
+                             : "{\"op\":\"progress\",\"rev\":%llu}\n",
+                         (unsigned long long)pos);
+  rc = feed_chunk(w, a->out, len);
+  if (rc == 0) rc = kv_out_append(a->out, line, len);
+  if (rc == 0) rc = feed_chunk_end(w, a->out);
+  if (rc != 0) return rc;
+  a->body += len;
+  w->last_sent = now;
+  return KV_ROUTER_WAITING;
+}
+
+int kv_router_stop(const kv_router_t *rt, kv_http_req_t *r,
+                   kv_router_answer_t *a, kv_router_wait_t *w,
+                   int graceful) {
+  (void)r;
+  if (!w->streaming) return 0;
+  if (!graceful || w->feed == KV_FEED_LONGPOLL) {
+    feed_end(rt, w);
+    return 0;
+  }
+  return feed_finish(rt, a, w);
+}
+
 /* GET / and HEAD /: at once from a fresh image, or once one is built. */
 static int get_image(const kv_router_t *rt, kv_http_req_t *r,
                      kv_router_answer_t *a, kv_router_wait_t *w) {
@@ -564,6 +897,8 @@ int kv_router_message(const kv_router_t *rt, kv_http_req_t *r,
     return kv_router_error(rt, r, a, KV_ESHUTDOWN, NULL);
   case KV_ROUTE_METRICS:
     return answer_metrics(rt, r, a);
+  case KV_ROUTE_CHANGES:
+    return changes(rt, r, a, w);
   case KV_ROUTE_ROOT:
     if (parse_cond(r, &w->cond) != 0)
       return kv_router_error(rt, r, a, KV_EBADCOND, NULL);
@@ -597,6 +932,9 @@ int kv_router_resume(const kv_router_t *rt, kv_http_req_t *r,
 
   w->img = NULL;
   if (r->route == KV_ROUTE_LIST) return answer_list(rt, r, a, w);
+  if (r->route == KV_ROUTE_CHANGES)
+    return w->streaming ? feed_pump(rt, r, a, w, a->now, 0)
+                        : KV_ROUTER_ANSWERED;
   if (r->route == KV_ROUTE_ROOT) {
     if (w->status != 0) return kv_router_error(rt, r, a, w->status, NULL);
     assert(img != NULL);

@@ -178,6 +178,10 @@ static void on_hup(uv_signal_t *h, int signum) {
     kv_log_warn("SIGHUP: max-readers changed: needs a restart");
   if (next.log_segment != cur->log_segment)
     kv_log_warn("SIGHUP: log-segment changed: needs a restart");
+  if (next.history != cur->history)
+    kv_log_warn("SIGHUP: history changed: needs a restart");
+  if (next.tomb_secs != cur->tomb_secs)
+    kv_log_warn("SIGHUP: tombstone-retention changed: needs a restart");
   if (strcmp(next.log_file, cur->log_file) &&
       (rc = kv_log_open(next.log_file)) != 0)
     kv_log_error("%s: cannot open the log: %s", next.log_file,

@@ -244,6 +244,8 @@ int kv_store_open(uv_loop_t *loop, const kv_config_t *cfg,
   kv__imager_init(s);
   kv__expirer_init(s);
   kv__lister_init(s);
+  if (kv__feed_init(s) != 0) abort(); /* a few bytes, at start-up */
+  s->history = cfg->history;
   kv__expirer_arm(s); /* keys that expired while kvd was down go first */
   kv_log_info("loaded %zu keys (%llu bytes) at revision %llu from %s in "
               "%llu ms (%zu from the log)", kv_map_count(s->map),
@@ -321,6 +323,7 @@ void kv__store_committed(kv_store_t *s, kv_write_t *batch, int rc) {
     }
     s->rev = op->rev;
     if (ckq_push(s, op, rec) != 0) abort();
+    kv__feed_publish(s, op);
   }
   s->ops_n = 0;
   for (w = batch; w; w = next) {
@@ -330,6 +333,7 @@ void kv__store_committed(kv_store_t *s, kv_write_t *batch, int rc) {
     w->rec = NULL;
     w->done(w, rc, rc == 0 && w->existed);
   }
+  kv__feed_notify(s);
   if (rc == 0) kv__imager_changed(s);
   kv__store_schedule(s);
 }
@@ -343,8 +347,10 @@ static void ckpt_work(uv_work_t *req) {
 
   s->ckpt_rc = kv_ckpt_commit(s->ckpt, s->ck_ops, s->ck_fly_n);
   if (s->ckpt_rc == 0) {
-    /* Only now may the segments the checkpoint covers go. */
-    rc = kv_revlog_trim(s->log, s->ck_ops[s->ck_fly_n - 1].rev);
+    /* Only now may the segments the checkpoint covers go, and only those
+     * the change feed's exact history does not need. */
+    uint64_t upto = s->ck_ops[s->ck_fly_n - 1].rev;
+    rc = kv_revlog_trim(s->log, upto < s->ck_keep ? upto : s->ck_keep);
     if (rc != 0)
       kv_log_warn("%s: cannot remove old log segments: %s", s->dir,
                   kv_strerror(rc));
@@ -403,6 +409,7 @@ static void ckpt_start(kv_store_t *s) {
   s->ckq_bytes = 0;
   s->ckpt_wanted = 0;
   s->checkpointing = 1;
+  s->ck_keep = s->rev > s->history ? s->rev - s->history : 0;
   s->ckpt_work.data = s;
   uv_queue_work(s->loop, &s->ckpt_work, ckpt_work, ckpt_done);
 }
@@ -462,7 +469,7 @@ static void spare_done(uv_work_t *req, int uvstatus) {
 static int store_idle(kv_store_t *s) {
   return !s->committing && !s->pend_head && !s->checkpointing &&
          !s->sparing && (s->ckq_n == 0 || s->ckpt_failed || s->ckpt_retry) &&
-         kv__imager_idle(s) && kv__lister_idle(s);
+         kv__imager_idle(s) && kv__lister_idle(s) && kv__feed_idle(s);
 }
 
 void kv__store_schedule(kv_store_t *s) {
@@ -515,6 +522,7 @@ void kv_store_close(kv_store_t *s) {
   uv_close((uv_handle_t *)&s->image_async, NULL);
   uv_close((uv_handle_t *)&s->expire_timer, NULL);
   uv_close((uv_handle_t *)&s->list_async, NULL);
+  kv__feed_close(s);
 }
 
 void kv_store_free(kv_store_t *s) {
@@ -525,6 +533,7 @@ void kv_store_free(kv_store_t *s) {
   ckq_release(s->ck_fly, s->ck_fly_n);
   free(s->ck_fly);
   free(s->ck_ops);
+  kv__feed_free(s);
   kv_ttl_free(&s->ttl);
   kv_map_free(s->map);
   kv_revlog_close(s->log);

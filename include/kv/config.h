@@ -19,6 +19,8 @@
 #define KV_DEFAULT_PORT 8080
 #define KV_DEFAULT_DATA "./kvd-data"
 #define KV_DEFAULT_MAX_VALUE (16u << 20)
+#define KV_HISTORY_DEFAULT 1000000
+#define KV_TOMB_SECS_DEFAULT 604800
 #define KV_TOKEN_MAX 1024
 
 enum { KV_AUTH_WRITES = 0, KV_AUTH_ALL = 1 };
@@ -34,6 +36,8 @@ typedef struct {
   size_t map_size;      /* initial LMDB map size; 0: the built-in default */
   unsigned max_readers; /* LMDB reader slots, when kvd creates lock.mdb */
   size_t log_segment;   /* size of new log segments */
+  uint64_t history;     /* revisions of exact change history kept */
+  uint64_t tomb_secs;   /* seconds a deletion is remembered past that */
   size_t max_value;     /* largest value in bytes */
   size_t max_uri;       /* request target, bytes: 414 above */
   size_t max_head;      /* header section, bytes: 431 above */

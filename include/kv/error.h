@@ -50,7 +50,14 @@
   X(EBADTTL,    -36, 400, "ttl must be whole seconds from 1 to 315360000") \
   X(EBADLIMIT,  -37, 400, "limit must be a whole number from 1 to 100000") \
   X(EBADKEYS,   -38, 400, "keys must be true or false")                    \
-  X(EPARAMUTF8, -39, 400, "a query parameter is not valid UTF-8")
+  X(EPARAMUTF8, -39, 400, "a query parameter is not valid UTF-8")           \
+  X(ESTOP,      -40, 500, "stopped")                                       \
+  X(EGONE,      -41, 410, "history before that revision is forgotten: list "  \
+                          "with GET /?prefix= and resume from its Kvd-Revision") \
+  X(EBADSINCE,  -42, 400, "since and Last-Event-ID must be a whole number")  \
+  X(EBADFEED,   -43, 400, "feed must be continuous, longpoll or eventsource") \
+  X(EBADWAIT,   -44, 400, "heartbeat must be 0 to 3600 and timeout 1 to 3600 seconds") \
+  X(EBADFILTER, -45, 400, "give prefix or key, not both")
 
 enum {
 #define KV__ERR_ENUM(name, code, status, msg) KV_##name = (code),

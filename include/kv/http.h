@@ -105,6 +105,13 @@ typedef struct kv_http_req {
   char if_none[512];
   size_t if_none_len;
   unsigned if_match_n, if_none_n, cond_long;
+  /* For the change feed: Accept (enough to find text/event-stream) and
+   * Last-Event-ID (a revision; a longer one is malformed). */
+  char accept[256];
+  size_t accept_len;
+  char last_id[24];
+  size_t last_id_len;
+  unsigned has_last_id : 1, last_id_long : 1;
 
   /* Set by the router (router.h) when the head is complete: */
   int route;

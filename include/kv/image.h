@@ -57,6 +57,14 @@ int kv_image_build_as(int format, const char *dir, uint64_t rev,
                       size_t size_hint, kv_image_next_fn next, void *it,
                       kv_image_t **out);
 
+/* Encodes one change of the change feed as a JSON object:
+ * {"rev":N,"op":"put","key":K,"value":V}, or without "value" for op
+ * "delete" (KV_OP_DEL) and "expire" (KV_OP_EXPIRE).  The malloc'd result
+ * starts with room zero bytes for the caller's use; the JSON (len bytes,
+ * no newline) follows.  Returns 0, KV_ENOMEM or KV_EUTF8. */
+int kv_image_change(uint64_t rev, int op, kv_slice_t key, kv_slice_t val,
+                    size_t room, char **out, size_t *len);
+
 const char *kv_image_data(const kv_image_t *img);
 size_t kv_image_len(const kv_image_t *img);
 uint64_t kv_image_rev(const kv_image_t *img); /* as passed to build */

@@ -23,8 +23,8 @@ typedef struct {
 enum { KV_M_GET, KV_M_HEAD, KV_M_PUT, KV_M_POST, KV_M_DELETE, KV_M_OTHER,
        KV_M_NMETHODS };
 
-#define KV_M_NSTATUS 20
-#define KV_M_NERRORS 39 /* error codes -1..-39 (include/kv/error.h) */
+#define KV_M_NSTATUS 24
+#define KV_M_NERRORS 45 /* error codes -1..-45 (include/kv/error.h) */
 
 typedef struct {
   uint64_t requests[KV_M_NMETHODS][KV_M_NSTATUS];

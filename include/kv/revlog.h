@@ -92,6 +92,19 @@ int kv_revlog_prepare(kv_revlog_t *l);
  * being appended to), then syncs the directory.  Returns 0 or KV_EIO. */
 int kv_revlog_trim(kv_revlog_t *l, uint64_t rev);
 
+/* Calls fn for each logged write with a revision from `from` to `to`, in
+ * order, from a thread beside the appender, the spare maker and trim.
+ * Every revision up to `to` must be durable (appended and flushed).  fn
+ * may stop the scan by returning KV_ESTOP (then the scan returns 0).
+ * op's slices are valid only during the call.  Returns 0; KV_ENOTFOUND
+ * when the log no longer holds `from` (a checkpoint trimmed it); or
+ * KV_EIO or KV_ECORRUPT. */
+int kv_revlog_scan(kv_revlog_t *l, uint64_t from, uint64_t to,
+                   kv_revlog_fn fn, void *ctx);
+
+/* The first revision the log holds, or 0 when it holds none. */
+uint64_t kv_revlog_first(kv_revlog_t *l);
+
 /* Segments on disk now. */
 size_t kv_revlog_segments(kv_revlog_t *l);
 

@@ -32,8 +32,12 @@ enum {
   KV_ROUTE_LIST, /* GET / with prefix, keys, after or limit */
   KV_ROUTE_HEALTH,
   KV_ROUTE_READY,
-  KV_ROUTE_METRICS
+  KV_ROUTE_METRICS,
+  KV_ROUTE_CHANGES
 };
+
+/* How a change feed is framed. */
+enum { KV_FEED_NDJSON = 0, KV_FEED_SSE, KV_FEED_LONGPOLL };
 
 /* What the router serves from: set up by the server, borrowed. */
 typedef struct {
@@ -52,6 +56,8 @@ typedef struct {
   kv_out_t *out;    /* where the bytes go */
   const char *date; /* the Date header's value */
   int close;        /* this is the connection's last answer */
+  size_t queued;    /* bytes still being written: a stream waits past a bound */
+  uint64_t now;     /* uv_now() */
   int status;       /* the status answered */
   size_t body;      /* the body's length, for the access log */
 } kv_router_answer_t;
@@ -69,6 +75,21 @@ typedef struct {
   kv_cond_t cond;        /* the request's preconditions, while it waits */
   kv_list_t list;        /* a listing waiting for its snapshot */
   char *list_buf;        /* its prefix, after and last key, malloc'd */
+  /* A change feed: the caller sets watch_ready and watch_data, and resumes
+   * when it runs, when the stream's output is written, and through
+   * kv_router_tick once a second; it ends one early with kv_router_stop. */
+  kv_watch_cb watch_ready;
+  void *watch_data;
+  kv_watch_t *watch;
+  int streaming;         /* a change feed is open: see above */
+  int feed;              /* KV_FEED_* */
+  int chunked;           /* chunked framing; else until the close */
+  uint64_t heartbeat_ms; /* 0: none */
+  uint64_t last_sent;    /* uv_now() of the last bytes sent */
+  uint64_t deadline;     /* a long poll's timeout */
+  uint64_t since;        /* where the feed started: its Kvd-Revision */
+  kv_change_t **lp;      /* a long poll's changes so far */
+  size_t lp_n, lp_cap, lp_bytes;
 } kv_router_wait_t;
 
 /* What routing a message, or resuming it, gives. */
@@ -95,6 +116,18 @@ int kv_router_message(const kv_router_t *rt, kv_http_req_t *r,
  * kv_router_message does. */
 int kv_router_resume(const kv_router_t *rt, kv_http_req_t *r,
                      kv_router_answer_t *a, kv_router_wait_t *w);
+
+/* A change feed's timers: a heartbeat when nothing was sent for a while,
+ * the end of a long poll.  now is uv_now().  Returns as
+ * kv_router_resume does. */
+int kv_router_tick(const kv_router_t *rt, kv_http_req_t *r,
+                   kv_router_answer_t *a, kv_router_wait_t *w, uint64_t now);
+
+/* Ends a change feed before it ended by itself: the client went away
+ * (graceful 0), or kvd is shutting down (graceful 1: the stream is ended
+ * properly).  Returns 0 (answered) or KV_ENOMEM. */
+int kv_router_stop(const kv_router_t *rt, kv_http_req_t *r,
+                   kv_router_answer_t *a, kv_router_wait_t *w, int graceful);
 
 /* The one way an error is answered, by the router and by the connection
  * (malformed requests, timeouts): the status and message of err, extra

@@ -26,6 +26,7 @@
 #include "kv/checkpoint.h"
 #include "kv/cond.h"
 #include "kv/config.h"
+#include "kv/feed.h"
 #include "kv/image.h"
 #include "kv/map.h"
 #include "kv/metrics.h"
@@ -194,6 +195,11 @@ typedef struct kv_store {
   uv_mutex_t list_mu;         /* guards lists_done */
   uv_async_t list_async;      /* a lister thread's "done" */
 
+  /* the change feed (feed.c) */
+  struct kv_feed *feed;
+  uint64_t history;           /* revisions of exact history kept: --history */
+  uint64_t ck_keep;           /* the checkpoint's trim stops below this */
+
   /* shutdown */
   void (*drained)(struct kv_store *s); /* set by kv_store_drain */
   int closing;
@@ -226,6 +232,25 @@ int kv_store_image(kv_store_t *s, kv_image_wait_t *w, kv_image_t **img);
 /* Starts a listing that reflects every write applied so far.  Its answer
  * comes through l->done, never from inside this call. */
 void kv_store_list(kv_store_t *s, kv_list_t *l);
+
+/* Starts a watch (see feed.h).  o's strings are copied.  Returns 0 with
+ * *out, KV_EGONE when o->since is older than the history kept, or
+ * KV_ENOMEM.  o->ready is never called from inside this call. */
+int kv_store_watch(kv_store_t *s, const kv_watch_opts_t *o, kv_watch_t **out);
+
+/* Moves up to max of the changes ready for w, in revision order and
+ * together at most about max_bytes, into arr; the caller owns their
+ * references.  When none is ready, w->ready runs once some are.  Returns
+ * how many, or the error that ended the watch (KV_EGONE, KV_EIO, ...). */
+int kv_store_watch_take(kv_store_t *s, kv_watch_t *w, kv_change_t **arr,
+                        size_t max, size_t max_bytes);
+
+/* The revision up to which every matching change has been taken: the N of
+ * a progress line. */
+uint64_t kv_store_watch_position(const kv_store_t *s, const kv_watch_t *w);
+
+/* Ends a watch; its callback never runs again. */
+void kv_store_unwatch(kv_store_t *s, kv_watch_t *w);
 
 /* Finishes the writes in flight and writes the final image, then calls
  * done(s).  New writes submitted meanwhile still commit. */

@@ -38,21 +38,21 @@ static int count_lines(const char *text, const char *line) {
   return c;
 }
 
-KV_TEST(last_error_counted, "the last error code, KV_EPARAMUTF8, is counted and rendered") {
+KV_TEST(last_error_counted, "the last error code, KV_EBADFILTER, is counted and rendered") {
   kv_metrics_t m;
   kv_metrics_gauges_t g = {0};
   char *text;
   kv_metrics_init(&m);
-  kv_metrics_error(&m, KV_EPARAMUTF8);
-  kv_metrics_error(&m, KV_EPARAMUTF8);
+  kv_metrics_error(&m, KV_EBADFILTER);
+  kv_metrics_error(&m, KV_EBADFILTER);
   CHECK_INT(m.errors[KV_M_NERRORS - 1], 2);
   text = render(&m, &g);
-  CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"paramutf8\"} 2"), 1);
+  CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"badfilter\"} 2"), 1);
   CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"nomem\"} 0"), 0);
   free(text);
 }
 
-KV_TEST(every_error_counted, "every error code from -1 to -39 is counted once under its own kind") {
+KV_TEST(every_error_counted, "every error code from -1 to -45 is counted once under its own kind") {
   kv_metrics_t m;
   kv_metrics_gauges_t g = {0};
   char *text, line[96];
