@@ -41,9 +41,23 @@
 #define CKPT_MAPSIZE ((size_t)1 << 30)
 #endif
 
+/* Tombstones, for the change feed's history past the log: "tomb" maps a
+ * deleted key to its deletion (revision, Unix ms when checkpointed, op:
+ * 17 bytes), "tombrev" the revision (8 bytes big-endian, so in order) to
+ * the key.  A later PUT of the key removes both.  meta "forgot" is the
+ * newest revision of a deletion forgotten. */
+#define CKPT_FORGOT_KEY "forgot"
+#define CKPT_TOMB 17
+/* Tombstones forgotten per checkpoint at most: the rest wait for the
+ * next, so one transaction stays small. */
+#define CKPT_PRUNE_MAX 10000
+
 struct kv_ckpt {
   MDB_env *env;
-  MDB_dbi meta, data;
+  MDB_dbi meta, data, tomb, tombrev;
+  int has_tomb;   /* the tombstone databases exist (not in old copies) */
+  uint64_t prune_keep, prune_before, now_ms; /* kv_ckpt_set_prune */
+  kv_ckpt_tombs_t tombs;
   int readonly;
   int v1;         /* a kvd-1 directory read as it is (read-only opens) */
   int dirfd;      /* holds the directory's exclusive flock while open */
@@ -308,6 +322,113 @@ static int ckpt_get_rev(MDB_txn *txn, MDB_dbi meta, uint64_t *rev) {
   return 0;
 }
 
+static void ckpt_put_be64(unsigned char *p, uint64_t v) {
+  for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (unsigned char)v;
+}
+
+static uint64_t ckpt_get_be64(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+  return v;
+}
+
+/* Reads meta "forgot" and the oldest tombstone into c->tombs. */
+static int ckpt_tomb_state(kv_ckpt_t *c, MDB_txn *txn) {
+  MDB_val k = {sizeof CKPT_FORGOT_KEY - 1, (void *)CKPT_FORGOT_KEY}, v;
+  MDB_cursor *cur;
+  int rc = mdb_get(txn, c->meta, &k, &v);
+
+  memset(&c->tombs, 0, sizeof c->tombs);
+  if (rc == 0 && v.mv_size == 8) c->tombs.forgot = ckpt_get_u64(v.mv_data);
+  else if (rc != MDB_NOTFOUND && rc != 0) return rc;
+  rc = mdb_cursor_open(txn, c->tombrev, &cur);
+  if (rc != 0) return rc;
+  rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+  if (rc == 0 && k.mv_size == 8) {
+    MDB_val tv;
+    c->tombs.first_rev = ckpt_get_be64(k.mv_data);
+    if (mdb_get(txn, c->tomb, &v, &tv) == 0 && tv.mv_size == CKPT_TOMB)
+      c->tombs.first_ms = ckpt_get_u64((const unsigned char *)tv.mv_data + 8);
+  }
+  mdb_cursor_close(cur);
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Removes key's tombstone, if it has one. */
+static int ckpt_tomb_clear(kv_ckpt_t *c, MDB_txn *txn, MDB_val *key) {
+  MDB_val v, rk;
+  unsigned char be[8];
+  int rc = mdb_get(txn, c->tomb, key, &v);
+
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc != 0) return rc;
+  if (v.mv_size == CKPT_TOMB) {
+    ckpt_put_be64(be, ckpt_get_u64(v.mv_data));
+    rk.mv_size = 8;
+    rk.mv_data = be;
+    rc = mdb_del(txn, c->tombrev, &rk, NULL);
+    if (rc != 0 && rc != MDB_NOTFOUND) return rc;
+  }
+  return mdb_del(txn, c->tomb, key, NULL);
+}
+
+static int ckpt_tomb_set(kv_ckpt_t *c, MDB_txn *txn, MDB_val *key,
+                         const kv_op_t *op) {
+  unsigned char t[CKPT_TOMB], be[8];
+  MDB_val v = {CKPT_TOMB, t}, rk = {8, be};
+  int rc = ckpt_tomb_clear(c, txn, key);
+
+  ckpt_put_u64(t, op->rev);
+  ckpt_put_u64(t + 8, c->now_ms);
+  t[16] = (unsigned char)op->op;
+  ckpt_put_be64(be, op->rev);
+  if (rc == 0) rc = mdb_put(txn, c->tomb, key, &v, 0);
+  if (rc == 0) rc = mdb_put(txn, c->tombrev, &rk, key, 0);
+  return rc;
+}
+
+/* Forgets deletions that are both at or below prune_keep (outside the
+ * change feed's exact history) and checkpointed before prune_before, in
+ * revision order, at most CKPT_PRUNE_MAX; records the newest forgotten. */
+static int ckpt_tomb_prune(kv_ckpt_t *c, MDB_txn *txn) {
+  MDB_cursor *cur;
+  MDB_val k, v, tv;
+  uint64_t forgot = 0;
+  int rc, n = 0;
+
+  if (!c->prune_keep) return 0;
+  rc = mdb_cursor_open(txn, c->tombrev, &cur);
+  if (rc != 0) return rc;
+  while (n < CKPT_PRUNE_MAX &&
+         (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+    uint64_t rev = k.mv_size == 8 ? ckpt_get_be64(k.mv_data) : 0;
+    if (rev > c->prune_keep) break;
+    rc = mdb_get(txn, c->tomb, &v, &tv);
+    if (rc == 0 && tv.mv_size == CKPT_TOMB) {
+      if (ckpt_get_u64((const unsigned char *)tv.mv_data + 8) >=
+          c->prune_before)
+        break;
+      if (ckpt_get_u64(tv.mv_data) == rev) rc = mdb_del(txn, c->tomb, &v, NULL);
+    } else if (rc == MDB_NOTFOUND) {
+      rc = 0;
+    }
+    if (rc == 0) rc = mdb_cursor_del(cur, 0);
+    if (rc != 0) break;
+    forgot = rev;
+    n++;
+  }
+  mdb_cursor_close(cur);
+  if (rc == MDB_NOTFOUND) rc = 0;
+  if (rc == 0 && forgot > c->tombs.forgot) {
+    unsigned char buf[8];
+    MDB_val fk = {sizeof CKPT_FORGOT_KEY - 1, (void *)CKPT_FORGOT_KEY};
+    MDB_val fv = {8, buf};
+    ckpt_put_u64(buf, forgot);
+    rc = mdb_put(txn, c->meta, &fk, &fv, 0);
+  }
+  return rc;
+}
+
 /* Rewrites a kvd-1 directory as kvd-2 inside txn: every value gets its
  * header, with revisions 1..N in key order, as if the keys had been
  * written in that order, and the store's revision becomes N.  The values
@@ -431,6 +552,16 @@ static int ckpt_check_format(kv_ckpt_t *c, char *errbuf, size_t errlen) {
       c->v1 = 0;
     }
   }
+  rc = mdb_dbi_open(txn, "tomb", c->readonly ? 0 : MDB_CREATE, &c->tomb);
+  if (rc == 0)
+    rc = mdb_dbi_open(txn, "tombrev", c->readonly ? 0 : MDB_CREATE,
+                      &c->tombrev);
+  if (rc == 0) {
+    c->has_tomb = 1;
+    rc = ckpt_tomb_state(c, txn);
+  }
+  if (rc == MDB_NOTFOUND && c->readonly) rc = 0; /* none written yet */
+  if (rc != 0) goto lmdb_fail;
   /* Committing (even a read-only txn) keeps the DBI handles for the env. */
   rc = mdb_txn_commit(txn);
   txn = NULL;
@@ -518,7 +649,7 @@ int kv_ckpt_open(const char *dir, int flags, unsigned max_readers,
   if (nolock) envflags |= MDB_NOLOCK;
 
   rc = mdb_env_create(&c->env);
-  if (rc == 0) rc = mdb_env_set_maxdbs(c->env, 2);
+  if (rc == 0) rc = mdb_env_set_maxdbs(c->env, 4);
   /* The first process to open the environment sizes lock.mdb's reader
    * table; later ones use the size it has. */
   if (rc == 0)
@@ -639,7 +770,8 @@ int kv_ckpt_commit(kv_ckpt_t *c, const kv_op_t *ops, size_t n) {
   uint64_t last = 0;
   int rc, dead;
 
-  if (n == 0) return 0;
+  /* With no op, a checkpoint only forgets old tombstones. */
+  if (n == 0 && (!c->has_tomb || !c->prune_keep)) return 0;
   /* A reader slot left by a killed process (kvdump) pins every page its
    * snapshot could see, and the file grows with each commit until the
    * slot is freed.  Checking costs a scan of the reader table. */
@@ -661,9 +793,11 @@ int kv_ckpt_commit(kv_ckpt_t *c, const kv_op_t *ops, size_t n) {
     if (ops[i].op == KV_OP_PUT) {
       rc = ckpt_put_value(txn, c->data, &k, ops[i].val.ptr, ops[i].val.len,
                           ops[i].rev, ops[i].expires);
+      if (rc == 0 && c->has_tomb) rc = ckpt_tomb_clear(c, txn, &k);
     } else if (ops[i].op == KV_OP_DEL || ops[i].op == KV_OP_EXPIRE) {
       rc = mdb_del(txn, c->data, &k, NULL);
       if (rc == MDB_NOTFOUND) rc = 0;
+      if (rc == 0 && c->has_tomb) rc = ckpt_tomb_set(c, txn, &k, &ops[i]);
     } else {
       rc = EINVAL;
     }
@@ -672,7 +806,9 @@ int kv_ckpt_commit(kv_ckpt_t *c, const kv_op_t *ops, size_t n) {
       return ckpt_txn_err(rc);
     }
   }
-  rc = ckpt_put_rev(txn, c->meta, last);
+  rc = n ? ckpt_put_rev(txn, c->meta, last) : 0;
+  if (rc == 0 && c->has_tomb) rc = ckpt_tomb_prune(c, txn);
+  if (rc == 0 && c->has_tomb) rc = ckpt_tomb_state(c, txn);
   if (rc != 0) {
     mdb_txn_abort(txn);
     return ckpt_txn_err(rc);
@@ -759,6 +895,58 @@ int kv_ckpt_snap_next(kv_ckpt_snap_t *s, kv_item_t *item) {
   item->val.ptr = (const char *)v.mv_data + CKPT_HDR;
   item->val.len = v.mv_size - CKPT_HDR;
   return 1;
+}
+
+void kv_ckpt_set_prune(kv_ckpt_t *c, uint64_t keep_rev, uint64_t before_ms,
+                       uint64_t now_ms) {
+  c->prune_keep = keep_rev;
+  c->prune_before = before_ms;
+  c->now_ms = now_ms;
+}
+
+kv_ckpt_tombs_t kv_ckpt_tombs(const kv_ckpt_t *c) { return c->tombs; }
+
+int kv_ckpt_snap_changes(kv_ckpt_snap_t *s, uint64_t after, uint64_t upto,
+                         int (*fn)(void *ctx, const kv_op_t *op), void *ctx) {
+  MDB_cursor *cur = NULL;
+  MDB_val k, v;
+  kv_item_t it;
+  kv_op_t op;
+  int rc;
+
+  kv_ckpt_snap_rewind(s);
+  while ((rc = kv_ckpt_snap_next(s, &it)) == 1) {
+    if (it.rev <= after || it.rev > upto) continue;
+    op = (kv_op_t){KV_OP_PUT, it.key, it.val, it.rev, it.rev, it.expires};
+    if ((rc = fn(ctx, &op)) != 0) return rc;
+  }
+  if (rc != 0 || !s->c->has_tomb || s->plen > s->maxkey) return rc;
+  rc = mdb_cursor_open(s->txn, s->c->tomb, &cur);
+  k.mv_size = s->plen;
+  k.mv_data = s->prefix;
+  if (rc == 0)
+    rc = mdb_cursor_get(cur, &k, &v, s->plen ? MDB_SET_RANGE : MDB_FIRST);
+  while (rc == 0) {
+    uint64_t rev;
+    if (k.mv_size < s->plen || memcmp(k.mv_data, s->prefix, s->plen) != 0)
+      break;
+    if (v.mv_size != CKPT_TOMB) {
+      rc = MDB_CORRUPTED;
+      break;
+    }
+    rev = ckpt_get_u64(v.mv_data);
+    if (rev > after && rev <= upto) {
+      const unsigned char *t = v.mv_data;
+      op = (kv_op_t){t[16] == KV_OP_EXPIRE ? KV_OP_EXPIRE : KV_OP_DEL,
+                     {k.mv_data, k.mv_size}, {NULL, 0}, rev, rev, 0};
+      if ((rc = fn(ctx, &op)) != 0) break;
+    }
+    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+  }
+  if (cur) mdb_cursor_close(cur);
+  if (rc == MDB_NOTFOUND) rc = 0;
+  if (rc > 0) rc = rc == MDB_CORRUPTED ? KV_ECORRUPT : ckpt_txn_err(rc);
+  return rc;
 }
 
 int kv_ckpt_snap_rev(kv_ckpt_snap_t *s, uint64_t *rev) {

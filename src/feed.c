@@ -61,6 +61,7 @@ typedef struct kv_job {
   kv_change_t **out;
   size_t n, cap, bytes;
   int rc;
+  int collapsed;       /* read from LMDB: the latest change of each key */
 } kv_job_t;
 
 struct kv_feed {
@@ -296,14 +297,54 @@ static int job_op(void *ctx, const kv_op_t *op) {
   return j->bytes >= KV_FEED_JOB_BYTES ? KV_ESTOP : 0;
 }
 
+/* For the collapsed history: keeps every match, whatever the budget. */
+static int job_any(void *ctx, const kv_op_t *op) {
+  kv_job_t *j = ctx;
+  kv_change_t *c;
+
+  if (!watch_matches(j->w, op->key.ptr, op->key.len)) return 0;
+  if (!(c = change_new(op)) || job_keep(j, c) != 0) {
+    free(c);
+    return KV_ENOMEM;
+  }
+  return 0;
+}
+
+static int by_rev(const void *a, const void *b) {
+  const kv_change_t *x = *(kv_change_t *const *)a;
+  const kv_change_t *y = *(kv_change_t *const *)b;
+  return (x->rev > y->rev) - (x->rev < y->rev);
+}
+
+/* The log no longer holds the start: send the latest change of each key
+ * that changed since, as LMDB (its values and tombstones) has them, in
+ * revision order, up to the checkpoint's revision; the log has the rest.
+ * The changes are not reference-counted yet, so sorting them here is
+ * safe. */
+static int job_collapsed(kv_job_t *j) {
+  kv_ckpt_snap_t *snap;
+  uint64_t c_rev, upto;
+  int rc = kv_ckpt_snap_open(j->s->ckpt, j->w->key, j->w->klen, &snap);
+
+  if (rc != 0) return rc;
+  rc = kv_ckpt_snap_rev(snap, &c_rev);
+  upto = c_rev < j->to ? c_rev : j->to;
+  if (rc == 0) rc = kv_ckpt_snap_changes(snap, j->from - 1, upto, job_any, j);
+  kv_ckpt_snap_close(snap);
+  if (rc != 0) return rc;
+  if (j->n) qsort(j->out, j->n, sizeof *j->out, by_rev);
+  j->reached = upto;
+  j->collapsed = 1;
+  return 0;
+}
+
 static void *job_thread(void *arg) {
   kv_job_t *j = arg;
   struct kv_feed *f = j->s->feed;
 
   j->reached = j->from - 1;
   j->rc = kv_revlog_scan(j->s->log, j->from, j->to, job_op, j);
-  /* The log no longer holds the start: that history is gone. */
-  if (j->rc == KV_ENOTFOUND) j->rc = KV_EGONE;
+  if (j->rc == KV_ENOTFOUND) j->rc = job_collapsed(j);
   uv_mutex_lock(&f->mu);
   j->next = f->done;
   f->done = j;
@@ -392,6 +433,9 @@ static void jobs_done(uv_async_t *h) {
       job_free(j);
       continue;
     }
+    /* A deletion the collapsed read needed was forgotten meanwhile. */
+    if (j->rc == 0 && j->collapsed && j->from - 1 < s->tombs.forgot)
+      j->rc = KV_EGONE;
     if (j->rc != 0) {
       w->err = j->rc;
       if (j->rc != KV_EGONE)
@@ -426,9 +470,9 @@ int kv_store_watch(kv_store_t *s, const kv_watch_opts_t *o,
     free(w);
     return KV_ENOMEM;
   }
-  /* Without the revisions after since in the log, no exact history can
-   * be sent: the client must list and resume. */
-  if (o->since < s->rev && o->since + 1 < kv_revlog_first(s->log)) {
+  /* A deletion after since was forgotten: the client must list and
+   * resume from the listing's revision. */
+  if (o->since < s->tombs.forgot) {
     free(w->key);
     free(w);
     return KV_EGONE;
@@ -519,6 +563,8 @@ void kv_store_unwatch(kv_store_t *s, kv_watch_t *w) {
   }
   watch_free(w);
 }
+
+size_t kv_store_watches(const kv_store_t *s) { return s->feed->n; }
 
 int kv__feed_init(kv_store_t *s) {
   struct kv_feed *f = calloc(1, sizeof *f);

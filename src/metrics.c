@@ -207,6 +207,7 @@ int kv_metrics_render(const kv_metrics_t *m, const kv_metrics_gauges_t *g,
             g->ttl_keys);
   put_gauge(&b, "kvd_expired_total", "counter",
             "Keys removed at their expiry time since start.", g->expired);
+  put_gauge(&b, "kvd_watches", "gauge", "Open change feeds.", g->watches);
   put_hist(&b, "kvd_list_duration_seconds",
            "Time to answer one listing, waiting for a checkpoint included.",
            &m->list);

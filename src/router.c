@@ -331,6 +331,7 @@ static int answer_metrics(const kv_router_t *rt, const kv_http_req_t *r,
       .log_pending = s->ckq_bytes + s->ck_fly_bytes,
       .ttl_keys = s->ttl.n + s->expiring,
       .expired = s->expired,
+      .watches = kv_store_watches(s),
       .ready = rt->ready,
       .writes_failed = s->failed,
   };

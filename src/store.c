@@ -246,6 +246,8 @@ int kv_store_open(uv_loop_t *loop, const kv_config_t *cfg,
   kv__lister_init(s);
   if (kv__feed_init(s) != 0) abort(); /* a few bytes, at start-up */
   s->history = cfg->history;
+  s->tomb_ms = cfg->tomb_secs * 1000;
+  s->tombs = kv_ckpt_tombs(s->ckpt);
   kv__expirer_arm(s); /* keys that expired while kvd was down go first */
   kv_log_info("loaded %zu keys (%llu bytes) at revision %llu from %s in "
               "%llu ms (%zu from the log)", kv_map_count(s->map),
@@ -345,8 +347,12 @@ static void ckpt_work(uv_work_t *req) {
   uint64_t t0 = uv_hrtime();
   int rc;
 
+  kv_ckpt_set_prune(s->ckpt, s->ck_keep,
+                    s->ck_now > s->tomb_ms ? s->ck_now - s->tomb_ms : 0,
+                    s->ck_now);
   s->ckpt_rc = kv_ckpt_commit(s->ckpt, s->ck_ops, s->ck_fly_n);
-  if (s->ckpt_rc == 0) {
+  s->ck_tombs = kv_ckpt_tombs(s->ckpt);
+  if (s->ckpt_rc == 0 && s->ck_fly_n) {
     /* Only now may the segments the checkpoint covers go, and only those
      * the change feed's exact history does not need. */
     uint64_t upto = s->ck_ops[s->ck_fly_n - 1].rev;
@@ -364,7 +370,8 @@ static void ckpt_done(uv_work_t *req, int uvstatus) {
 
   s->checkpointing = 0;
   if (rc == 0) {
-    s->ckpt_rev = s->ck_ops[s->ck_fly_n - 1].rev;
+    if (s->ck_fly_n) s->ckpt_rev = s->ck_ops[s->ck_fly_n - 1].rev;
+    s->tombs = s->ck_tombs;
     ckq_release(s->ck_fly, s->ck_fly_n);
     free(s->ck_fly);
     s->ck_fly = NULL;
@@ -394,11 +401,12 @@ static void ckpt_done(uv_work_t *req, int uvstatus) {
 }
 
 static void ckpt_start(kv_store_t *s) {
-  if (s->ck_ops_cap < s->ckq_n) {
-    kv_op_t *ops = realloc(s->ck_ops, s->ckq_n * sizeof *ops);
+  if (s->ck_ops_cap < s->ckq_n || !s->ck_ops) {
+    size_t cap = s->ckq_n ? s->ckq_n : 1;
+    kv_op_t *ops = realloc(s->ck_ops, cap * sizeof *ops);
     if (!ops) return; /* tried again at the next schedule */
     s->ck_ops = ops;
-    s->ck_ops_cap = s->ckq_n;
+    s->ck_ops_cap = cap;
   }
   for (size_t i = 0; i < s->ckq_n; i++) s->ck_ops[i] = s->ckq[i].op;
   s->ck_fly = s->ckq;
@@ -410,6 +418,7 @@ static void ckpt_start(kv_store_t *s) {
   s->ckpt_wanted = 0;
   s->checkpointing = 1;
   s->ck_keep = s->rev > s->history ? s->rev - s->history : 0;
+  s->ck_now = kv_ttl_now();
   s->ckpt_work.data = s;
   uv_queue_work(s->loop, &s->ckpt_work, ckpt_work, ckpt_done);
 }
@@ -421,7 +430,7 @@ static void ckpt_grow(kv_store_t *s) {
   size_t now;
   int rc;
 
-  if (s->imaging || s->listing) return;
+  if (s->imaging || s->listing || !kv__feed_idle(s)) return;
   s->grow_wanted = 0;
   rc = kv_ckpt_grow(s->ckpt, &now);
   if (rc == 0) {
@@ -434,11 +443,21 @@ static void ckpt_grow(kv_store_t *s) {
   ckpt_done(&s->ckpt_work, 0);
 }
 
+/* The oldest tombstone is past both the exact history and its retention:
+ * a checkpoint forgets it, even with no write to apply. */
+static int tomb_due(const kv_store_t *s) {
+  uint64_t keep = s->rev > s->history ? s->rev - s->history : 0;
+
+  return s->tombs.first_rev && s->tombs.first_rev <= keep &&
+         kv_ttl_now() >= s->tombs.first_ms + s->tomb_ms;
+}
+
 static int ckpt_due(kv_store_t *s) {
   uint64_t now = uv_now(s->loop);
 
-  if (s->checkpointing || s->ckq_n == 0 || s->ckpt_failed) return 0;
+  if (s->checkpointing || s->ckpt_failed) return 0;
   if (s->ckpt_retry && now < s->ckpt_retry) return 0;
+  if (s->ckq_n == 0) return !s->drained && !s->closing && tomb_due(s);
   return s->ckpt_wanted || s->drained || s->ckq_bytes >= KV_CKPT_BYTES ||
          now - s->ckq_since >= KV_CKPT_MS;
 }

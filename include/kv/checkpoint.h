@@ -72,6 +72,23 @@ int kv_ckpt_grow(kv_ckpt_t *c, size_t *now);
  * KV_ESTORE. */
 int kv_ckpt_commit(kv_ckpt_t *c, const kv_op_t *ops, size_t n);
 
+/* Deletions are remembered as tombstones for the change feed.  Before a
+ * kv_ckpt_commit (on its thread): deletions at or below keep_rev that
+ * were checkpointed before before_ms (Unix ms) are forgotten; now_ms
+ * dates the new ones.  A commit of no op only forgets. */
+void kv_ckpt_set_prune(kv_ckpt_t *c, uint64_t keep_rev, uint64_t before_ms,
+                       uint64_t now_ms);
+
+typedef struct {
+  uint64_t forgot;    /* the newest deletion forgotten, or 0 */
+  uint64_t first_rev; /* the oldest one remembered, or 0 */
+  uint64_t first_ms;  /* and when it was checkpointed */
+} kv_ckpt_tombs_t;
+
+/* As of the open or the last commit (read it on the commit's thread or
+ * after its completion). */
+kv_ckpt_tombs_t kv_ckpt_tombs(const kv_ckpt_t *c);
+
 /* Number of keys in "data" and the revision the checkpoint holds, from a
  * fresh read txn.  Returns 0, KV_EIO, KV_ECORRUPT or KV_ESTORE. */
 int kv_ckpt_stat(kv_ckpt_t *c, uint64_t *keys, uint64_t *rev);
@@ -97,6 +114,14 @@ void kv_ckpt_snap_seek(kv_ckpt_snap_t *s, const char *key, size_t klen);
 
 /* The revision the snapshot holds: every write up to it, none after. */
 int kv_ckpt_snap_rev(kv_ckpt_snap_t *s, uint64_t *rev);
+
+/* Calls fn, in no particular order, for the latest change of each key
+ * under the snapshot's prefix whose revision is in (after, upto]: a PUT
+ * with its value for a stored key, a DELETE or EXPIRE for a remembered
+ * deletion.  Rewinds the snapshot.  Returns 0, fn's error, KV_ECORRUPT or
+ * KV_ESTORE. */
+int kv_ckpt_snap_changes(kv_ckpt_snap_t *s, uint64_t after, uint64_t upto,
+                         int (*fn)(void *ctx, const kv_op_t *op), void *ctx);
 
 /* Positions the snapshot before its first record again. */
 void kv_ckpt_snap_rewind(kv_ckpt_snap_t *s);

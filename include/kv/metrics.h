@@ -50,7 +50,7 @@ void kv_metrics_error(kv_metrics_t *m, int err);
 
 typedef struct {
   uint64_t keys, bytes, conns, commits, rev, ckpt_rev, log_pending;
-  uint64_t ttl_keys, expired;
+  uint64_t ttl_keys, expired, watches;
   int ready, writes_failed;
 } kv_metrics_gauges_t;
 

@@ -199,6 +199,10 @@ typedef struct kv_store {
   struct kv_feed *feed;
   uint64_t history;           /* revisions of exact history kept: --history */
   uint64_t ck_keep;           /* the checkpoint's trim stops below this */
+  uint64_t tomb_ms;           /* --tombstone-retention, in ms */
+  uint64_t ck_now;            /* wall ms when the checkpoint started */
+  kv_ckpt_tombs_t tombs;      /* LMDB's tombstones, as of the last one */
+  kv_ckpt_tombs_t ck_tombs;   /* the checkpoint thread's, until done */
 
   /* shutdown */
   void (*drained)(struct kv_store *s); /* set by kv_store_drain */
@@ -248,6 +252,9 @@ int kv_store_watch_take(kv_store_t *s, kv_watch_t *w, kv_change_t **arr,
 /* The revision up to which every matching change has been taken: the N of
  * a progress line. */
 uint64_t kv_store_watch_position(const kv_store_t *s, const kv_watch_t *w);
+
+/* Watches open now. */
+size_t kv_store_watches(const kv_store_t *s);
 
 /* Ends a watch; its callback never runs again. */
 void kv_store_unwatch(kv_store_t *s, kv_watch_t *w);

@@ -193,6 +193,9 @@ static const char fixture_text[] =
     "# HELP kvd_expired_total Keys removed at their expiry time since start.\n"
     "# TYPE kvd_expired_total counter\n"
     "kvd_expired_total 2\n"
+    "# HELP kvd_watches Open change feeds.\n"
+    "# TYPE kvd_watches gauge\n"
+    "kvd_watches 4\n"
     "# HELP kvd_list_duration_seconds Time to answer one listing, waiting for "
     "a checkpoint included.\n"
     "# TYPE kvd_list_duration_seconds histogram\n"
@@ -250,7 +253,7 @@ KV_TEST(render_exact, "a small fixture renders to exactly the expected expositio
   kv_metrics_t m;
   kv_metrics_gauges_t g = {.keys = 2, .bytes = 10, .conns = 1, .commits = 7,
                            .rev = 9, .ckpt_rev = 8, .log_pending = 96,
-                           .ttl_keys = 3, .expired = 2,
+                           .ttl_keys = 3, .expired = 2, .watches = 4,
                            .ready = 1, .writes_failed = 0};
   char *text;
   kv_metrics_init(&m);
