@@ -199,20 +199,28 @@ static const char *set_max_readers(kv_config_t *cfg, const char *arg) {
   return why;
 }
 
+/* A whole number from 0 to max, digits only (0 is meaningful here). */
+static const char *count_in(uint64_t *dst, const char *arg, uint64_t max,
+                            const char *why) {
+  char *end;
+  unsigned long long v;
+
+  if (*arg < '0' || *arg > '9') return why;
+  errno = 0;
+  v = strtoull(arg, &end, 10);
+  if (errno != 0 || *end != '\0' || v > max) return why;
+  *dst = v;
+  return NULL;
+}
+
 static const char *set_history(kv_config_t *cfg, const char *arg) {
-  size_t n;
-  const char *why = size_in(&n, arg, 0, (size_t)1 << 40,
-                            "expected a number of revisions, like 1000000");
-  if (why == NULL) cfg->history = n;
-  return why;
+  return count_in(&cfg->history, arg, UINT64_C(1) << 40,
+                  "expected a number of revisions, like 1000000");
 }
 
 static const char *set_tomb_secs(kv_config_t *cfg, const char *arg) {
-  size_t n;
-  const char *why = size_in(&n, arg, 0, (size_t)315360000,
-                            "expected seconds from 0 to 315360000");
-  if (why == NULL) cfg->tomb_secs = n;
-  return why;
+  return count_in(&cfg->tomb_secs, arg, 315360000,
+                  "expected seconds from 0 to 315360000");
 }
 
 static const char *set_log_segment(kv_config_t *cfg, const char *arg) {
