@@ -651,3 +651,542 @@ KV_TEST(expiry_round_trip, "a value's expiry time is stored in its header and re
   rmtree(d);
   free(d);
 }
+
+/* ---- tombstones and the collapsed change feed ------------------------------ */
+
+#define PUT(k, v, rev) {KV_OP_PUT, {k, sizeof(k) - 1}, {v, sizeof(v) - 1}, rev, rev, 0}
+#define DEL(k, rev) {KV_OP_DEL, {k, sizeof(k) - 1}, {NULL, 0}, rev, rev, 0}
+#define EXP(k, rev) {KV_OP_EXPIRE, {k, sizeof(k) - 1}, {NULL, 0}, rev, rev, 0}
+
+/* Commits ops with tombstones dated now_ms and nothing forgotten. */
+static void commit_at(kv_ckpt_t *c, uint64_t now_ms, const kv_op_t *ops,
+                      size_t n) {
+  kv_ckpt_set_prune(c, 0, 0, now_ms);
+  CHECK_INT(kv_ckpt_commit(c, ops, n), 0);
+}
+
+static void expect_tombs(kv_ckpt_t *c, uint64_t forgot, uint64_t first_rev,
+                         uint64_t first_ms) {
+  kv_ckpt_tombs_t t = kv_ckpt_tombs(c);
+  CHECK_INT(t.forgot, forgot);
+  CHECK_INT(t.first_rev, first_rev);
+  CHECK_INT(t.first_ms, first_ms);
+}
+
+static uint64_t ckpt_rev(kv_ckpt_t *c) {
+  uint64_t keys, rev = 0;
+  CHECK_INT(kv_ckpt_stat(c, &keys, &rev), 0);
+  return rev;
+}
+
+/* snap_changes's calls, each as "REV OP KEY[=VALUE][@EXPIRES]". */
+typedef struct {
+  uint64_t rev;
+  char text[256];
+} change_t;
+
+typedef struct {
+  change_t v[64];
+  size_t n;
+  size_t fail_at; /* return fail at this call (1-based; 0: never) */
+  int fail;
+} changes_t;
+
+static int on_change(void *ctx, const kv_op_t *op) {
+  changes_t *cs = ctx;
+  change_t *ch;
+  static const char *const names[] = {"?", "put", "del", "expire"};
+  int n;
+  CHECK(cs->n < 64);
+  if (cs->fail_at && cs->n + 1 == cs->fail_at) return cs->fail;
+  ch = &cs->v[cs->n++];
+  CHECK(op->op >= KV_OP_PUT && op->op <= KV_OP_EXPIRE);
+  CHECK_INT(op->batch, op->rev);
+  if (op->op != KV_OP_PUT) CHECK(op->val.len == 0 && op->expires == 0);
+  ch->rev = op->rev;
+  n = snprintf(ch->text, sizeof ch->text, "%llu %s %.*s",
+               (unsigned long long)op->rev, names[op->op], (int)op->key.len,
+               op->key.ptr);
+  if (op->op == KV_OP_PUT)
+    n += snprintf(ch->text + n, sizeof ch->text - (size_t)n, "=%.*s",
+                  (int)op->val.len, op->val.ptr);
+  if (op->expires)
+    snprintf(ch->text + n, sizeof ch->text - (size_t)n, "@%llu",
+             (unsigned long long)op->expires);
+  return 0;
+}
+
+static int by_rev(const void *a, const void *b) {
+  const change_t *x = a, *y = b;
+  return (x->rev > y->rev) - (x->rev < y->rev);
+}
+
+/* The changes in (after, upto] under prefix, sorted by revision and
+ * joined by "|" (the order of the calls is unspecified). */
+static const char *snap_changes_in(kv_ckpt_snap_t *s, uint64_t after,
+                                   uint64_t upto) {
+  static char out[4096];
+  changes_t cs = {.n = 0};
+  CHECK_INT(kv_ckpt_snap_changes(s, after, upto, on_change, &cs), 0);
+  qsort(cs.v, cs.n, sizeof cs.v[0], by_rev);
+  out[0] = '\0';
+  for (size_t i = 0; i < cs.n; i++) {
+    if (i) strncat(out, "|", sizeof out - strlen(out) - 1);
+    strncat(out, cs.v[i].text, sizeof out - strlen(out) - 1);
+  }
+  return out;
+}
+
+static const char *changes(kv_ckpt_t *c, const char *prefix, uint64_t after,
+                           uint64_t upto) {
+  static char first[4096];
+  kv_ckpt_snap_t *s;
+  const char *again;
+  CHECK_INT(kv_ckpt_snap_open(c, prefix, strlen(prefix), &s), 0);
+  snprintf(first, sizeof first, "%s", snap_changes_in(s, after, upto));
+  /* It rewinds first: the same snapshot gives the same answer again. */
+  again = snap_changes_in(s, after, upto);
+  CHECK_STR(again, first);
+  kv_ckpt_snap_close(s);
+  return first;
+}
+
+static uint64_t le64(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+  return v;
+}
+
+/* The "tomb" and "tombrev" databases and meta "forgot" as raw LMDB shows
+ * them (kvd's handle closed): "tomb KEY=REV,MS,OP ...; tombrev REV=KEY
+ * ...; forgot N" (forgot -: not stored). */
+static const char *raw_tombs(const char *d) {
+  static char out[4096];
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi tomb, tombrev, meta;
+  MDB_cursor *cur;
+  MDB_val k, v, fk = {6, "forgot"};
+  char one[600];
+  int rc;
+  CHECK_INT(mdb_env_create(&env), 0);
+  CHECK_INT(mdb_env_set_maxdbs(env, 4), 0);
+  CHECK_INT(mdb_env_open(env, d, MDB_RDONLY, 0600), 0);
+  CHECK_INT(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+  CHECK_INT(mdb_dbi_open(txn, "tomb", 0, &tomb), 0);
+  CHECK_INT(mdb_dbi_open(txn, "tombrev", 0, &tombrev), 0);
+  CHECK_INT(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+  snprintf(out, sizeof out, "tomb");
+  CHECK_INT(mdb_cursor_open(txn, tomb, &cur), 0);
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    const unsigned char *t = v.mv_data;
+    CHECK_INT(v.mv_size, 17);
+    snprintf(one, sizeof one, " %.*s=%llu,%llu,%d", (int)k.mv_size,
+             (const char *)k.mv_data, (unsigned long long)le64(t),
+             (unsigned long long)le64(t + 8), t[16]);
+    strncat(out, one, sizeof out - strlen(out) - 1);
+  }
+  CHECK_INT(rc, MDB_NOTFOUND);
+  mdb_cursor_close(cur);
+  strncat(out, "; tombrev", sizeof out - strlen(out) - 1);
+  CHECK_INT(mdb_cursor_open(txn, tombrev, &cur), 0);
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    uint64_t rev = 0;
+    CHECK_INT(k.mv_size, 8); /* big-endian, so in revision order */
+    for (int i = 0; i < 8; i++) rev = rev << 8 | ((const unsigned char *)k.mv_data)[i];
+    snprintf(one, sizeof one, " %llu=%.*s", (unsigned long long)rev,
+             (int)v.mv_size, (const char *)v.mv_data);
+    strncat(out, one, sizeof out - strlen(out) - 1);
+  }
+  CHECK_INT(rc, MDB_NOTFOUND);
+  mdb_cursor_close(cur);
+  rc = mdb_get(txn, meta, &fk, &v);
+  if (rc == 0) {
+    CHECK_INT(v.mv_size, 8);
+    snprintf(one, sizeof one, "; forgot %llu",
+             (unsigned long long)le64(v.mv_data));
+  } else {
+    CHECK_INT(rc, MDB_NOTFOUND);
+    snprintf(one, sizeof one, "; forgot -");
+  }
+  strncat(out, one, sizeof out - strlen(out) - 1);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  return out;
+}
+
+KV_TEST(tombstones_from_deletions, "a DELETE and an EXPIRE leave tombstones that kv_ckpt_snap_changes reports as KV_OP_DEL and KV_OP_EXPIRE at their revisions") {
+  char *d = tmpdir();
+  kv_ckpt_t *c = open_ok(d, 0);
+  kv_op_t puts[] = {PUT("a", "1", 1), PUT("b", "2", 2), PUT("c", "3", 3)};
+  kv_op_t dels[] = {DEL("a", 4), EXP("b", 5)};
+  expect_tombs(c, 0, 0, 0);
+  commit_at(c, 1000, puts, 3);
+  expect_tombs(c, 0, 0, 0);
+  CHECK_STR(changes(c, "", 0, 3), "1 put a=1|2 put b=2|3 put c=3");
+  commit_at(c, 2000, dels, 2);
+  expect_tombs(c, 0, 4, 2000);
+  CHECK_INT(ckpt_rev(c), 5);
+  CHECK_STR(changes(c, "", 0, 5), "3 put c=3|4 del a|5 expire b");
+  CHECK_STR(changes(c, "", 3, 4), "4 del a");
+  CHECK_STR(changes(c, "", 4, 5), "5 expire b");
+  kv_ckpt_close(c);
+  /* Stored as documented: the key to its revision, the checkpoint's time
+   * and the op; the revision (big-endian) to the key. */
+  CHECK_STR(raw_tombs(d), "tomb a=4,2000,2 b=5,2000,3; tombrev 4=a 5=b; forgot -");
+  rmtree(d);
+  free(d);
+}
+
+KV_TEST(put_clears_tombstone, "a later PUT of a deleted key removes its tombstone and its tombrev entry, in a later batch or the same one") {
+  char *d = tmpdir();
+  kv_ckpt_t *c = open_ok(d, 0);
+  kv_op_t b1[] = {DEL("a", 1), DEL("b", 2)};
+  kv_op_t b2[] = {DEL("c", 3)};
+  kv_op_t b3[] = {PUT("a", "again", 4)};
+  kv_op_t b4[] = {PUT("b", "back", 5)};
+  /* x: deleted then put in one batch; y: put then deleted; z: deleted
+   * twice (the second replaces the first). */
+  kv_op_t b5[] = {DEL("x", 6), PUT("x", "X", 7), PUT("y", "Y", 8),
+                  DEL("y", 9), DEL("z", 10), EXP("z", 11)};
+  commit_at(c, 100, b1, 2);
+  commit_at(c, 200, b2, 1);
+  expect_tombs(c, 0, 1, 100);
+  commit_at(c, 300, b3, 1);
+  expect_tombs(c, 0, 2, 100);
+  CHECK_STR(changes(c, "", 0, 4), "2 del b|3 del c|4 put a=again");
+  commit_at(c, 400, b4, 1);
+  expect_tombs(c, 0, 3, 200);
+  CHECK_STR(changes(c, "", 0, 5), "3 del c|4 put a=again|5 put b=back");
+  commit_at(c, 500, b5, 6);
+  expect_tombs(c, 0, 3, 200);
+  CHECK_STR(changes(c, "", 0, 11),
+            "3 del c|4 put a=again|5 put b=back|7 put x=X|9 del y|11 expire z");
+  kv_ckpt_close(c);
+  CHECK_STR(raw_tombs(d),
+            "tomb c=3,200,2 y=9,500,2 z=11,500,3; tombrev 3=c 9=y 11=z; forgot -");
+  /* The last tombstone goes: none is left anywhere. */
+  c = open_ok(d, 0);
+  {
+    kv_op_t b6[] = {PUT("c", "", 12), PUT("y", "", 13), PUT("z", "", 14)};
+    commit_at(c, 600, b6, 3);
+  }
+  expect_tombs(c, 0, 0, 0);
+  kv_ckpt_close(c);
+  CHECK_STR(raw_tombs(d), "tomb; tombrev; forgot -");
+  rmtree(d);
+  free(d);
+}
+
+KV_TEST(changes_window_and_prefix, "kv_ckpt_snap_changes reports each key's latest change once, PUTs with value and expiry, only with revisions above after and up to upto, and only under the snapshot's prefix") {
+  char *d = tmpdir();
+  kv_ckpt_t *c = open_ok(d, 0);
+  kv_ckpt_snap_t *s;
+  kv_op_t ops[] = {PUT("a/1", "x", 1), PUT("a/2", "y", 2), PUT("b/1", "z", 3),
+                   PUT("a", "top", 4), PUT("a/3", "w", 5),  DEL("a/2", 6),
+                   EXP("b/1", 7),      PUT("a/1", "x2", 8), PUT("a/4", "v", 9),
+                   DEL("a/4", 10),     PUT("a0", "after", 11), PUT("a.", "p", 12),
+                   DEL("a.", 13)};
+  ops[4].expires = 1893456000123;
+  commit_at(c, 1, ops, sizeof ops / sizeof ops[0]);
+  CHECK_STR(changes(c, "", 0, 13),
+            "4 put a=top|5 put a/3=w@1893456000123|6 del a/2|7 expire b/1|"
+            "8 put a/1=x2|10 del a/4|11 put a0=after|13 del a.");
+  /* "a." sorts just before "a/", "a0" just after. */
+  CHECK_STR(changes(c, "a/", 0, 13),
+            "5 put a/3=w@1893456000123|6 del a/2|8 put a/1=x2|10 del a/4");
+  CHECK_STR(changes(c, "a/", 5, 8), "6 del a/2|8 put a/1=x2");
+  CHECK_STR(changes(c, "a/", 6, 7), "");
+  CHECK_STR(changes(c, "", 6, 7), "7 expire b/1");
+  CHECK_STR(changes(c, "a/4", 0, 13), "10 del a/4");
+  CHECK_STR(changes(c, "a/4", 0, 9), ""); /* its PUT at 9 is not its latest */
+  CHECK_STR(changes(c, "a", 3, 4), "4 put a=top");
+  CHECK_STR(changes(c, "b", 0, 13), "7 expire b/1");
+  CHECK_STR(changes(c, "c", 0, 13), "");
+  CHECK_STR(changes(c, "", 0, 4), "4 put a=top"); /* a/1's PUT at 1 was replaced */
+  CHECK_STR(changes(c, "", 13, 100), "");
+  CHECK_STR(changes(c, "", 8, 8), "");
+  CHECK_STR(changes(c, "", 12, 13), "13 del a.");
+  CHECK_STR(changes(c, "", 0, UINT64_MAX),
+            "4 put a=top|5 put a/3=w@1893456000123|6 del a/2|7 expire b/1|"
+            "8 put a/1=x2|10 del a/4|11 put a0=after|13 del a.");
+  /* A snapshot's changes ignore later commits. */
+  CHECK_INT(kv_ckpt_snap_open(c, "a/", 2, &s), 0);
+  {
+    kv_op_t later[] = {DEL("a/1", 14), PUT("a/2", "new", 15)};
+    commit_at(c, 2, later, 2);
+  }
+  CHECK_STR(snap_changes_in(s, 0, 100),
+            "5 put a/3=w@1893456000123|6 del a/2|8 put a/1=x2|10 del a/4");
+  kv_ckpt_snap_close(s);
+  CHECK_STR(changes(c, "a/", 0, 100),
+            "5 put a/3=w@1893456000123|10 del a/4|14 del a/1|15 put a/2=new");
+  /* An error of fn stops the walk and is returned, among the PUTs or the
+   * tombstones. */
+  CHECK_INT(kv_ckpt_snap_open(c, "a/", 2, &s), 0);
+  {
+    changes_t cs = {.n = 0, .fail_at = 1, .fail = KV_ENOMEM};
+    CHECK_INT(kv_ckpt_snap_changes(s, 0, 100, on_change, &cs), KV_ENOMEM);
+    CHECK_INT(cs.n, 0);
+    cs = (changes_t){.n = 0, .fail_at = 3, .fail = KV_ESTOP};
+    CHECK_INT(kv_ckpt_snap_changes(s, 0, 100, on_change, &cs), KV_ESTOP);
+    CHECK_INT(cs.n, 2); /* the two PUTs; the first tombstone stopped it */
+  }
+  kv_ckpt_snap_close(s);
+  kv_ckpt_close(c);
+  rmtree(d);
+  free(d);
+}
+
+KV_TEST(prune_forgets_old_tombstones, "kv_ckpt_set_prune forgets tombstones at or below keep_rev checkpointed before before_ms, oldest first, and kv_ckpt_tombs reports forgot, first_rev and first_ms exactly") {
+  char *d = tmpdir();
+  kv_ckpt_t *c = open_ok(d, 0);
+  kv_op_t b1[] = {DEL("k1", 1), DEL("k2", 2)};
+  kv_op_t b2[] = {DEL("k3", 3), EXP("k4", 4)};
+  kv_op_t b3[] = {DEL("k5", 5)};
+  commit_at(c, 1000, b1, 2);
+  commit_at(c, 2000, b2, 2);
+  commit_at(c, 3000, b3, 1);
+  expect_tombs(c, 0, 1, 1000);
+  /* keep_rev bounds it: only revision 1. */
+  kv_ckpt_set_prune(c, 1, 5000, 9999);
+  CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
+  expect_tombs(c, 1, 2, 1000);
+  /* before_ms bounds it, strictly: 2 (at 1000) goes, 3 (at 2000) stays. */
+  kv_ckpt_set_prune(c, 10, 2000, 9999);
+  CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
+  expect_tombs(c, 2, 3, 2000);
+  kv_ckpt_set_prune(c, 4, 2001, 9999);
+  CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
+  expect_tombs(c, 4, 5, 3000);
+  CHECK_STR(changes(c, "", 0, 10), "5 del k5");
+  /* Nothing that qualifies: nothing changes. */
+  kv_ckpt_set_prune(c, 10, 3000, 9999);
+  CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
+  expect_tombs(c, 4, 5, 3000);
+  kv_ckpt_set_prune(c, 4, 100000, 9999);
+  CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
+  expect_tombs(c, 4, 5, 3000);
+  /* keep_rev 0 forgets nothing, however old. */
+  kv_ckpt_set_prune(c, 0, 100000, 9999);
+  CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
+  expect_tombs(c, 4, 5, 3000);
+  kv_ckpt_set_prune(c, 5, 3001, 9999);
+  CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
+  expect_tombs(c, 5, 0, 0);
+  CHECK_STR(changes(c, "", 0, 10), "");
+  CHECK_INT(ckpt_rev(c), 5);
+  /* In revision order: 6 (at 9000) is too new, so 7 stays too, although
+   * the clock had gone back when it was checkpointed. */
+  {
+    kv_op_t b4[] = {DEL("k6", 6)};
+    kv_op_t b5[] = {DEL("k7", 7)};
+    commit_at(c, 9000, b4, 1);
+    commit_at(c, 100, b5, 1);
+  }
+  expect_tombs(c, 5, 6, 9000);
+  kv_ckpt_set_prune(c, 7, 5000, 9999);
+  CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
+  expect_tombs(c, 5, 6, 9000);
+  /* A commit with ops forgets in the same transaction, and dates its own
+   * tombstones with now_ms.  A tombstone a PUT removed is not forgotten. */
+  {
+    kv_op_t b6[] = {DEL("k8", 8), PUT("k8", "v", 9), DEL("k9", 10)};
+    kv_ckpt_set_prune(c, 9, 20000, 30000);
+    CHECK_INT(kv_ckpt_commit(c, b6, 3), 0);
+  }
+  expect_tombs(c, 7, 10, 30000);
+  CHECK_INT(ckpt_rev(c), 10);
+  CHECK_STR(changes(c, "", 0, 10), "9 put k8=v|10 del k9");
+  kv_ckpt_close(c);
+  CHECK_STR(raw_tombs(d), "tomb k9=10,30000,2; tombrev 10=k9; forgot 7");
+  rmtree(d);
+  free(d);
+}
+
+KV_TEST(prune_only_commit, "a commit of no op with prune set only forgets: the data and the checkpoint's revision stay as they were") {
+  char *d = tmpdir();
+  kv_ckpt_t *c = open_ok(d, 0);
+  kv_op_t b1[] = {PUT("keep", "me", 1), PUT("gone", "x", 2), DEL("gone", 3),
+                  PUT("also", "y", 4)};
+  static const rec_t want[] = {R("also", "y"), R("keep", "me")};
+  uint64_t keys = 0, rev = 0;
+  commit_at(c, 50, b1, 4);
+  expect_tombs(c, 0, 3, 50);
+  kv_ckpt_set_prune(c, 100, 100, 200);
+  CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
+  expect_tombs(c, 3, 0, 0);
+  CHECK_INT(kv_ckpt_stat(c, &keys, &rev), 0);
+  CHECK_INT(keys, 2);
+  CHECK_INT(rev, 4);
+  expect(c, "", want, 2);
+  CHECK_STR(changes(c, "", 0, 4), "1 put keep=me|4 put also=y");
+  /* Again, with nothing left to forget. */
+  CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
+  expect_tombs(c, 3, 0, 0);
+  CHECK_INT(ckpt_rev(c), 4);
+  kv_ckpt_close(c);
+  CHECK_STR(raw_tombs(d), "tomb; tombrev; forgot 3");
+  c = open_ok(d, 0);
+  CHECK_INT(ckpt_rev(c), 4);
+  expect(c, "", want, 2);
+  kv_ckpt_close(c);
+  rmtree(d);
+  free(d);
+}
+
+KV_TEST(prune_at_most_10000, "one commit forgets at most 10000 tombstones, oldest first, and the next commit the rest") {
+  char *d = tmpdir();
+  kv_ckpt_t *c = open_ok(d, 0);
+  enum { N = 10005 };
+  kv_op_t *ops = calloc(N, sizeof *ops);
+  char(*keys)[8] = calloc(N, sizeof *keys);
+  CHECK(ops != NULL && keys != NULL);
+  for (size_t i = 0; i < N; i++) {
+    int kl = snprintf(keys[i], sizeof keys[i], "t%05zu", i);
+    ops[i] = (kv_op_t){KV_OP_DEL, {keys[i], (size_t)kl}, {NULL, 0}, i + 1, 1, 0};
+  }
+  commit_at(c, 10, ops, N);
+  expect_tombs(c, 0, 1, 10);
+  kv_ckpt_set_prune(c, N, 11, 20);
+  CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
+  expect_tombs(c, 10000, 10001, 10);
+  CHECK_STR(changes(c, "t1000", 0, N),
+            "10001 del t10000|10002 del t10001|10003 del t10002|10004 del t10003|"
+            "10005 del t10004");
+  CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
+  expect_tombs(c, N, 0, 0);
+  CHECK_INT(ckpt_rev(c), N);
+  kv_ckpt_close(c);
+  CHECK_STR(raw_tombs(d), "tomb; tombrev; forgot 10005");
+  free(ops);
+  free(keys);
+  rmtree(d);
+  free(d);
+}
+
+KV_TEST(failed_batch_keeps_tombstones, "a failed batch changes no tombstone and forgets none, and kv_ckpt_tombs stays as it was") {
+  char *d = tmpdir();
+  kv_ckpt_t *c = open_ok(d, 0);
+  static char big[600];
+  kv_op_t b1[] = {DEL("a", 1)};
+  kv_op_t bad[] = {DEL("b", 2), PUT("a", "back", 3),
+                   {KV_OP_PUT, {big, sizeof big}, {"v", 1}, 4, 4, 0}};
+  memset(big, 'k', sizeof big);
+  commit_at(c, 100, b1, 1);
+  expect_tombs(c, 0, 1, 100);
+  kv_ckpt_set_prune(c, 1, 1000, 2000);
+  CHECK_INT(kv_ckpt_commit(c, bad, 3), KV_ESTORE);
+  expect_tombs(c, 0, 1, 100);
+  CHECK_INT(ckpt_rev(c), 1);
+  CHECK_STR(changes(c, "", 0, 10), "1 del a");
+  kv_ckpt_close(c);
+  CHECK_STR(raw_tombs(d), "tomb a=1,100,2; tombrev 1=a; forgot -");
+  rmtree(d);
+  free(d);
+}
+
+KV_TEST(tombstones_survive_reopen, "tombstones, the forgotten revision and kv_ckpt_tombs survive a close and a reopen, writable or read-only") {
+  char *d = tmpdir();
+  kv_ckpt_t *c = open_ok(d, 0);
+  kv_op_t b1[] = {PUT("p/a", "1", 1), DEL("p/old", 2)};
+  kv_op_t b2[] = {EXP("p/b", 3), DEL("q", 4)};
+  const char *all = "1 put p/a=1|3 expire p/b|4 del q";
+  commit_at(c, 1000, b1, 2);
+  commit_at(c, 2000, b2, 2);
+  kv_ckpt_set_prune(c, 2, 1500, 3000);
+  CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
+  expect_tombs(c, 2, 3, 2000);
+  CHECK_STR(changes(c, "", 0, 4), all);
+  kv_ckpt_close(c);
+  for (int ro = 0; ro <= 1; ro++) {
+    c = open_ok(d, ro ? KV_CKPT_READONLY : 0);
+    expect_tombs(c, 2, 3, 2000);
+    CHECK_STR(changes(c, "", 0, 4), all);
+    CHECK_STR(changes(c, "p/", 1, 4), "3 expire p/b");
+    CHECK_INT(ckpt_rev(c), 4);
+    kv_ckpt_close(c);
+  }
+  /* Forgetting goes on from there after a reopen. */
+  c = open_ok(d, 0);
+  kv_ckpt_set_prune(c, 4, 2001, 5000);
+  CHECK_INT(kv_ckpt_commit(c, NULL, 0), 0);
+  expect_tombs(c, 4, 0, 0);
+  kv_ckpt_close(c);
+  c = open_ok(d, KV_CKPT_READONLY);
+  expect_tombs(c, 4, 0, 0);
+  CHECK_STR(changes(c, "", 0, 4), "1 put p/a=1");
+  kv_ckpt_close(c);
+  rmtree(d);
+  free(d);
+}
+
+KV_TEST(readonly_fresh_dir_no_tombstones, "a read-only open of a fresh directory reports no tombstones and no changes") {
+  char *d = tmpdir();
+  kv_ckpt_t *c = open_ok(d, 0);
+  kv_op_t del = DEL("k", 1);
+  kv_ckpt_close(c);
+  c = open_ok(d, KV_CKPT_READONLY);
+  expect_tombs(c, 0, 0, 0);
+  CHECK_STR(changes(c, "", 0, UINT64_MAX), "");
+  CHECK(kv_ckpt_commit(c, &del, 1) < 0);
+  expect_tombs(c, 0, 0, 0);
+  kv_ckpt_close(c);
+  CHECK_STR(raw_tombs(d), "tomb; tombrev; forgot -");
+  rmtree(d);
+  free(d);
+}
+
+/* A kvd-2 directory from before tombstones: "meta" and "data" only,
+ * written with raw LMDB; a at revision 1 and b at 3. */
+static void raw_pre_tomb_env(const char *d) {
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi meta, data;
+  unsigned char rev[8] = {3}, va[17] = {1}, vb[17] = {3};
+  MDB_val fk = {6, "format"}, fv = {5, "kvd-2"}, rk = {3, "rev"}, rv = {8, rev};
+  MDB_val ka = {1, "a"}, kb = {1, "b"}, a = {17, va}, b = {17, vb};
+  va[16] = '1';
+  vb[16] = '2';
+  CHECK_INT(mdb_env_create(&env), 0);
+  CHECK_INT(mdb_env_set_maxdbs(env, 4), 0);
+  CHECK_INT(mdb_env_open(env, d, 0, 0600), 0);
+  CHECK_INT(mdb_txn_begin(env, NULL, 0, &txn), 0);
+  CHECK_INT(mdb_dbi_open(txn, "meta", MDB_CREATE, &meta), 0);
+  CHECK_INT(mdb_dbi_open(txn, "data", MDB_CREATE, &data), 0);
+  CHECK_INT(mdb_put(txn, meta, &fk, &fv, 0), 0);
+  CHECK_INT(mdb_put(txn, meta, &rk, &rv, 0), 0);
+  CHECK_INT(mdb_put(txn, data, &ka, &a, 0), 0);
+  CHECK_INT(mdb_put(txn, data, &kb, &b, 0), 0);
+  CHECK_INT(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+}
+
+KV_TEST(pre_tombstone_dir, "a directory written before tombstones existed opens read-only with no tombstones and its PUTs as changes, and a writable open adds them") {
+  char *d = tmpdir();
+  kv_ckpt_t *c;
+  kv_op_t del = DEL("a", 4);
+  raw_pre_tomb_env(d);
+  c = open_ok(d, KV_CKPT_READONLY);
+  expect_tombs(c, 0, 0, 0);
+  CHECK_INT(ckpt_rev(c), 3);
+  CHECK_STR(changes(c, "", 0, 3), "1 put a=1|3 put b=2");
+  CHECK_STR(changes(c, "", 1, 3), "3 put b=2");
+  CHECK_STR(changes(c, "b", 0, 3), "3 put b=2");
+  kv_ckpt_close(c);
+  c = open_ok(d, 0);
+  expect_tombs(c, 0, 0, 0);
+  commit_at(c, 700, &del, 1);
+  expect_tombs(c, 0, 4, 700);
+  CHECK_STR(changes(c, "", 0, 4), "3 put b=2|4 del a");
+  kv_ckpt_close(c);
+  CHECK_STR(raw_tombs(d), "tomb a=4,700,2; tombrev 4=a; forgot -");
+  c = open_ok(d, KV_CKPT_READONLY);
+  expect_tombs(c, 0, 4, 700);
+  CHECK_STR(changes(c, "", 0, 4), "3 put b=2|4 del a");
+  kv_ckpt_close(c);
+  rmtree(d);
+  free(d);
+}

@@ -8,6 +8,7 @@
 
 #include "kv/error.h"
 #include "kv/image.h"
+#include "kv/op.h"
 /* build_full_disk_is_enospace is a durability test: under CI=true it may
  * not skip (see test.h). */
 #define KV_CI_STRICT 1
@@ -496,4 +497,153 @@ KV_TEST(build_full_disk_is_enospace, "a build on a full file system fails with K
   many_free(r, 20000);
   rmtree(d);
   free(d);
+}
+
+/* ---- one change of the change feed ------------------------------------------ */
+
+/* S("literal"): a slice of a literal that may hold NUL bytes. */
+#define S(lit) ((kv_slice_t){lit, sizeof(lit) - 1})
+
+/* Encodes a change with room bytes in front, checks that those bytes are
+ * zero and the caller's to use, and that len counts only the JSON; returns
+ * the JSON in a static buffer (and its length in *len). */
+static const char *change(uint64_t rev, int op, kv_slice_t key,
+                          kv_slice_t val, size_t room, size_t *len) {
+  static char json[4096];
+  char *out = (char *)1;
+  size_t n = 0;
+  CHECK_INT(kv_image_change(rev, op, key, val, room, &out, &n), 0);
+  CHECK(out != NULL && n < sizeof json);
+  for (size_t i = 0; i < room; i++)
+    if (out[i] != 0) KV__FAIL("room byte %zu of %zu is %d", i, room, out[i]);
+  memset(out, 'h', room); /* the caller's header: in bounds for ASan */
+  memcpy(json, out + room, n);
+  json[n] = '\0';
+  free(out);
+  *len = n;
+  return json;
+}
+
+#define CHECK_CHANGE(rev, op, key, val, want)                                 \
+  do {                                                                        \
+    size_t kv__n;                                                             \
+    const char *kv__j = change((rev), (op), (key), (val), 0, &kv__n);         \
+    CHECK_MEM(kv__j, kv__n, want, sizeof(want) - 1);                          \
+  } while (0)
+
+KV_TEST(change_exact_bytes, "kv_image_change writes a put, a delete and an expire as exact JSON objects without a newline") {
+  CHECK_CHANGE(7, KV_OP_PUT, S("k"), S("v"),
+               "{\"rev\":7,\"op\":\"put\",\"key\":\"k\",\"value\":\"v\"}");
+  CHECK_CHANGE(1, KV_OP_PUT, S("a/b"), ((kv_slice_t){NULL, 0}),
+               "{\"rev\":1,\"op\":\"put\",\"key\":\"a/b\",\"value\":\"\"}");
+  CHECK_CHANGE(0, KV_OP_PUT, S("k"), S(""),
+               "{\"rev\":0,\"op\":\"put\",\"key\":\"k\",\"value\":\"\"}");
+  CHECK_CHANGE(8, KV_OP_DEL, S("k"), ((kv_slice_t){NULL, 0}),
+               "{\"rev\":8,\"op\":\"delete\",\"key\":\"k\"}");
+  /* A value given with a deletion is not written. */
+  CHECK_CHANGE(9, KV_OP_DEL, S("k"), S("ignored"),
+               "{\"rev\":9,\"op\":\"delete\",\"key\":\"k\"}");
+  CHECK_CHANGE(10, KV_OP_EXPIRE, S("session/1"), S("ignored"),
+               "{\"rev\":10,\"op\":\"expire\",\"key\":\"session/1\"}");
+  CHECK_CHANGE(UINT64_C(9223372036854775807), KV_OP_EXPIRE, S("k"), S(""),
+               "{\"rev\":9223372036854775807,\"op\":\"expire\",\"key\":\"k\"}");
+  {
+    size_t n = 100000;
+    char *v = malloc(n), *out = NULL;
+    size_t len = 0;
+    CHECK(v != NULL);
+    memset(v, 'x', n);
+    CHECK_INT(kv_image_change(3, KV_OP_PUT, S("big"), (kv_slice_t){v, n}, 0,
+                              &out, &len), 0);
+    CHECK_INT(len, n + sizeof "{\"rev\":3,\"op\":\"put\",\"key\":\"big\",\"value\":\"\"}" - 1);
+    CHECK_MEM(out + len - 2 - 10, 12, "xxxxxxxxxx\"}", 12);
+    free(out);
+    free(v);
+  }
+}
+
+KV_TEST(change_escapes, "kv_image_change escapes quotes, backslashes and control bytes as the image does and keeps /, DEL and UTF-8 raw") {
+  char ctl[32];
+  static const char want_ctl[] =
+      "{\"rev\":5,\"op\":\"put\",\"key\":\"c\",\"value\":"
+      "\"\\u0000\\u0001\\u0002\\u0003\\u0004\\u0005\\u0006\\u0007"
+      "\\b\\t\\n\\u000B\\f\\r\\u000E\\u000F\\u0010\\u0011\\u0012\\u0013"
+      "\\u0014\\u0015\\u0016\\u0017\\u0018\\u0019\\u001A\\u001B\\u001C"
+      "\\u001D\\u001E\\u001F\"}";
+  for (int i = 0; i < 32; i++) ctl[i] = (char)i;
+  CHECK_CHANGE(5, KV_OP_PUT, S("c"), ((kv_slice_t){ctl, sizeof ctl}), want_ctl);
+  CHECK_CHANGE(6, KV_OP_PUT, S("say \"hi\" \\o/\x7f"), S("\"\\\"\\"),
+               "{\"rev\":6,\"op\":\"put\",\"key\":\"say \\\"hi\\\" \\\\o/\x7f\","
+               "\"value\":\"\\\"\\\\\\\"\\\\\"}");
+  CHECK_CHANGE(7, KV_OP_PUT, S("u\xc3\xa9"), S("\xe2\x82\xac \xf0\x9d\x84\x9e \xef\xbf\xbf"),
+               "{\"rev\":7,\"op\":\"put\",\"key\":\"u\xc3\xa9\","
+               "\"value\":\"\xe2\x82\xac \xf0\x9d\x84\x9e \xef\xbf\xbf\"}");
+  CHECK_CHANGE(8, KV_OP_DEL, S("z\0\n\xc3\xa9"),  ((kv_slice_t){NULL, 0}),
+               "{\"rev\":8,\"op\":\"delete\",\"key\":\"z\\u0000\\n\xc3\xa9\"}");
+  CHECK_CHANGE(9, KV_OP_EXPIRE, S("t\t\"/"), ((kv_slice_t){NULL, 0}),
+               "{\"rev\":9,\"op\":\"expire\",\"key\":\"t\\t\\\"/\"}");
+  /* The same escapes as a value in the image itself. */
+  {
+    static const rec_t r[] = {R("say \"hi\" \\o/\x7f", "\"\\\"\\")};
+    static const char want[] =
+        "{\"say \\\"hi\\\" \\\\o/\x7f\":\"\\\"\\\\\\\"\\\\\"}\n";
+    buf_t b = encode(KV_IMAGE_OBJECT, r, 1);
+    CHECK_MEM(b.p, b.len, want, sizeof want - 1);
+    free(b.p);
+  }
+}
+
+KV_TEST(change_room, "kv_image_change leaves room zero bytes in front of the JSON for the caller and len counts only the JSON") {
+  static const char want[] = "{\"rev\":42,\"op\":\"put\",\"key\":\"k\",\"value\":\"v\\n\"}";
+  static const char want_del[] = "{\"rev\":43,\"op\":\"delete\",\"key\":\"k\"}";
+  static const size_t rooms[] = {0, 1, 7, 8, 63, 64, 65, 128, 200, 1000};
+  for (size_t i = 0; i < sizeof rooms / sizeof rooms[0]; i++) {
+    size_t n;
+    const char *j = change(42, KV_OP_PUT, S("k"), S("v\n"), rooms[i], &n);
+    CHECK_MEM(j, n, want, sizeof want - 1);
+    j = change(43, KV_OP_DEL, S("k"), S(""), rooms[i], &n);
+    CHECK_MEM(j, n, want_del, sizeof want_del - 1);
+  }
+}
+
+KV_TEST(change_invalid_utf8, "kv_image_change fails with KV_EUTF8 for a key, or a put's value, that is not UTF-8, and allocates nothing") {
+  static const kv_slice_t bad[] = {S("\xff"), S("\x80"), S("\xc3"), S("a\xe2\x82"),
+                                   S("\xf0\x9d\x84"), S("\xc3("), S("ok\xfe")};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    for (size_t room = 0; room <= 16; room += 16) {
+      char *out = (char *)1;
+      size_t len = 12345;
+      CHECK_INT(kv_image_change(1, KV_OP_PUT, bad[i], S("v"), room, &out, &len),
+                KV_EUTF8);
+      CHECK(out == NULL);
+      CHECK_INT(kv_image_change(1, KV_OP_PUT, S("k"), bad[i], room, &out, &len),
+                KV_EUTF8);
+      CHECK(out == NULL);
+      CHECK_INT(kv_image_change(1, KV_OP_DEL, bad[i], S(""), room, &out, &len),
+                KV_EUTF8);
+      CHECK(out == NULL);
+      CHECK_INT(kv_image_change(1, KV_OP_EXPIRE, bad[i], S(""), room, &out, &len),
+                KV_EUTF8);
+      CHECK(out == NULL);
+    }
+    /* A deletion's value is not written, so it is not checked. */
+    {
+      size_t n;
+      static const char want[] = "{\"rev\":2,\"op\":\"delete\",\"key\":\"k\"}";
+      const char *j = change(2, KV_OP_DEL, S("k"), bad[i], 0, &n);
+      CHECK_MEM(j, n, want, sizeof want - 1);
+    }
+  }
+}
+
+KV_TEST(change_unknown_op, "kv_image_change fails with KV_EINVAL for an op other than put, delete and expire") {
+  static const int ops[] = {0, 4, 5, -1, 255, 1 << 20};
+  for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+    char *out = (char *)1;
+    size_t len = 0;
+    CHECK_INT(kv_image_change(1, ops[i], S("k"), S("v"), 0, &out, &len), KV_EINVAL);
+    CHECK(out == NULL);
+    CHECK_INT(kv_image_change(1, ops[i], S("k"), S("v"), 32, &out, &len), KV_EINVAL);
+    CHECK(out == NULL);
+  }
 }

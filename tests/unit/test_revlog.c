@@ -1366,3 +1366,371 @@ KV_TEST(zeros_then_own_batch_zeroed, "zeros followed only by records of the same
   reopen_expect(d, K64, 7);
   finish(d);
 }
+
+/* ---- scanning (the change feed's catch-up) ---------------------------------- */
+
+/* Appends n writes as one batch starting at first, with every kind of op:
+ * revisions 5k+3 are DELETEs, 5k+4 EXPIREs (no value, no expiry), the
+ * rest PUTs of vlen-byte values. */
+static int append_mixed(kv_revlog_t *l, uint64_t first, size_t n,
+                        size_t vlen) {
+  kv_op_t ops[64];
+  CHECK(n <= 64 && first + n < MAXREV);
+  for (size_t i = 0; i < n; i++) {
+    uint64_t rev = first + i;
+    int op = rev % 5 == 3 ? KV_OP_DEL : rev % 5 == 4 ? KV_OP_EXPIRE : KV_OP_PUT;
+    size_t len = op == KV_OP_PUT ? vlen : 0;
+    free(M[rev].val);
+    M[rev].op = op;
+    M[rev].batch = first;
+    M[rev].expires = op == KV_OP_PUT && rev % 2 ? 1700000000000 + rev : 0;
+    M[rev].klen = (size_t)snprintf(M[rev].key, sizeof M[rev].key, "mixed/%" PRIu64, rev);
+    M[rev].val = malloc(len ? len : 1);
+    CHECK(M[rev].val != NULL);
+    for (size_t j = 0; j < len; j++)
+      M[rev].val[j] = (unsigned char)('A' + (rev + j) % 26);
+    M[rev].vlen = len;
+    ops[i] = model_op(rev);
+  }
+  return kv_revlog_append(l, ops, n);
+}
+
+/* Scans from..to into seen. */
+static int scan(kv_revlog_t *l, uint64_t from, uint64_t to) {
+  seen_reset();
+  return kv_revlog_scan(l, from, to, collect, &seen);
+}
+
+/* Collects into seen, and returns code at the stop_at-th call. */
+typedef struct {
+  size_t calls, stop_at;
+  int code;
+} stopper_t;
+
+static int collect_then_stop(void *ctx, const kv_op_t *op) {
+  stopper_t *s = ctx;
+  (void)collect(&seen, op);
+  return ++s->calls == s->stop_at ? s->code : 0;
+}
+
+static int scan_stop(kv_revlog_t *l, uint64_t from, uint64_t to,
+                     size_t stop_at, int code, size_t *calls) {
+  stopper_t s = {0, stop_at, code};
+  int rc;
+  seen_reset();
+  rc = kv_revlog_scan(l, from, to, collect_then_stop, &s);
+  *calls = s.calls;
+  return rc;
+}
+
+KV_TEST(scan_exact_range, "kv_revlog_scan calls fn for exactly the revisions from..to, in order and byte for byte, across segments and from any revision") {
+  char *d;
+  kv_revlog_t *l;
+  uint64_t f[4], end;
+  start(&d);
+  end = fill_segments(d, 4, f);
+  l = open_log(d, K64, 0);
+  replay_ok(l, 0, end);
+  /* DELETEs and EXPIREs too, appended through this handle. */
+  CHECK_INT(append_mixed(l, end + 1, 10, 300), 0);
+  end += 10;
+  CHECK_INT(kv_revlog_segments(l), 4);
+  {
+    const uint64_t pts[] = {1,        2,        f[1] - 1, f[1],     f[1] + 1,
+                            f[2] + 2, f[3] - 1, f[3],     end - 7,  end - 1,
+                            end};
+    const size_t np = sizeof pts / sizeof pts[0];
+    for (size_t i = 0; i < np; i++)
+      for (size_t j = i; j < np; j++) {
+        int rc = scan(l, pts[i], pts[j]);
+        if (rc != 0)
+          KV__FAIL("scan %" PRIu64 "..%" PRIu64 ": %d", pts[i], pts[j], rc);
+        expect_seen(pts[i], pts[j]);
+      }
+  }
+  /* Every kind of op comes back as it was written. */
+  CHECK_INT(scan(l, end - 9, end), 0);
+  expect_seen(end - 9, end);
+  {
+    int kinds = 0;
+    for (size_t i = 0; i < seen.n; i++)
+      kinds |= 1 << seen.v[i].op;
+    CHECK_INT(kinds, 1 << KV_OP_PUT | 1 << KV_OP_DEL | 1 << KV_OP_EXPIRE);
+  }
+  kv_revlog_close(l);
+  /* The same from a handle that only replayed the log. */
+  l = open_log(d, K64, 0);
+  replay_ok(l, 0, end);
+  CHECK_INT(scan(l, 1, end), 0);
+  expect_seen(1, end);
+  CHECK_INT(scan(l, f[2], f[2]), 0);
+  expect_seen(f[2], f[2]);
+  kv_revlog_close(l);
+  finish(d);
+}
+
+KV_TEST(scan_empty_range, "kv_revlog_scan returns 0 without calling fn when from > to, whatever the log holds") {
+  char *d;
+  kv_revlog_t *l;
+  uint64_t f[2], end;
+  size_t calls = 99;
+  start(&d);
+  /* An empty log: no segment at all. */
+  l = open_log(d, K64, 0);
+  replay_ok(l, 0, 0);
+  CHECK_INT(scan_stop(l, 2, 1, 0, 0, &calls), 0);
+  CHECK_INT(calls, 0);
+  CHECK_INT(scan_stop(l, UINT64_MAX, 0, 0, 0, &calls), 0);
+  CHECK_INT(calls, 0);
+  kv_revlog_close(l);
+  end = fill_segments(d, 2, f);
+  l = open_log(d, K64, 0);
+  replay_ok(l, 0, end);
+  CHECK_INT(kv_revlog_trim(l, f[1] - 1), 0);
+  {
+    const uint64_t pairs[][2] = {{2, 1},           {end, end - 1}, {end + 1, end},
+                                 {end + 9, end + 3}, {1, 0},       {f[1], 1},
+                                 {UINT64_MAX, end}};
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+      CHECK_INT(scan_stop(l, pairs[i][0], pairs[i][1], 0, 0, &calls), 0);
+      CHECK_INT(calls, 0);
+      CHECK_INT(seen.n, 0);
+    }
+  }
+  kv_revlog_close(l);
+  finish(d);
+}
+
+KV_TEST(scan_stops, "a scan stops at once when fn returns KV_ESTOP and then returns 0, and returns any other error of fn") {
+  char *d;
+  kv_revlog_t *l;
+  uint64_t f[3], end;
+  size_t calls;
+  start(&d);
+  end = fill_segments(d, 3, f);
+  l = open_log(d, K64, 0);
+  replay_ok(l, 0, end);
+  {
+    /* from, to, the call that stops */
+    const uint64_t cases[][3] = {
+        {1, end, 1},        {1, end, 2},          {5, 9, 5}, /* the last */
+        {f[1] - 2, end, 3}, /* just past a segment's first record */
+        {f[1] - 1, f[2] + 5, f[2] - f[1] + 2}, /* at f[2] */
+        {1, end, end}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+      uint64_t from = cases[i][0], to = cases[i][1], at = cases[i][2];
+      CHECK_INT(scan_stop(l, from, to, (size_t)at, KV_ESTOP, &calls), 0);
+      CHECK_INT(calls, at);
+      expect_seen(from, from + at - 1);
+    }
+  }
+  /* Another error ends the scan the same way and is returned. */
+  CHECK_INT(scan_stop(l, 2, end, 4, KV_ENOMEM, &calls), KV_ENOMEM);
+  CHECK_INT(calls, 4);
+  expect_seen(2, 5);
+  CHECK_INT(scan_stop(l, f[1] - 1, end, 2, KV_EIO, &calls), KV_EIO);
+  CHECK_INT(calls, 2);
+  expect_seen(f[1] - 1, f[1]);
+  kv_revlog_close(l);
+  finish(d);
+}
+
+KV_TEST(scan_after_trim, "kv_revlog_scan returns KV_ENOTFOUND without calling fn once a trim removed from, and kv_revlog_first follows the trims") {
+  char *d;
+  kv_revlog_t *l;
+  uint64_t f[3], end;
+  size_t calls;
+  start(&d);
+  /* A log with no segment holds no revision. */
+  l = open_log(d, K64, 0);
+  CHECK_INT(kv_revlog_first(l), 0);
+  replay_ok(l, 0, 0);
+  CHECK_INT(kv_revlog_first(l), 0);
+  CHECK_INT(scan_stop(l, 1, 1, 0, 0, &calls), KV_ENOTFOUND);
+  CHECK_INT(calls, 0);
+  kv_revlog_close(l);
+  end = fill_segments(d, 3, f);
+  l = open_log(d, K64, 0);
+  CHECK_INT(kv_revlog_first(l), 1); /* known from the listing */
+  replay_ok(l, 0, end);
+  CHECK_INT(kv_revlog_first(l), 1);
+  CHECK_INT(scan_stop(l, 0, end, 0, 0, &calls), KV_ENOTFOUND); /* no revision 0 */
+  CHECK_INT(calls, 0);
+  /* A trim that removes nothing changes nothing. */
+  CHECK_INT(kv_revlog_trim(l, f[1] - 2), 0);
+  CHECK_INT(kv_revlog_first(l), 1);
+  CHECK_INT(scan(l, 1, end), 0);
+  expect_seen(1, end);
+  CHECK_INT(kv_revlog_trim(l, f[1] - 1), 0);
+  CHECK_INT(kv_revlog_first(l), f[1]);
+  {
+    const uint64_t gone[] = {1, 2, f[1] - 1};
+    for (size_t i = 0; i < 3; i++) {
+      CHECK_INT(scan_stop(l, gone[i], end, 0, 0, &calls), KV_ENOTFOUND);
+      CHECK_INT(calls, 0);
+      CHECK_INT(scan_stop(l, gone[i], f[1] + 3, 0, 0, &calls), KV_ENOTFOUND);
+      CHECK_INT(calls, 0);
+    }
+  }
+  CHECK_INT(scan(l, f[1], end), 0);
+  expect_seen(f[1], end);
+  /* Everything checkpointed: the last segment stays. */
+  CHECK_INT(kv_revlog_trim(l, end), 0);
+  CHECK_INT(kv_revlog_first(l), f[2]);
+  CHECK_INT(scan_stop(l, f[2] - 1, end, 0, 0, &calls), KV_ENOTFOUND);
+  CHECK_INT(calls, 0);
+  CHECK_INT(scan(l, f[2], end), 0);
+  expect_seen(f[2], end);
+  CHECK_INT(append_puts(l, end + 1, 2, 10), 0);
+  CHECK_INT(scan(l, end, end + 2), 0);
+  expect_seen(end, end + 2);
+  kv_revlog_close(l);
+  l = open_log(d, K64, 0);
+  CHECK_INT(kv_revlog_first(l), f[2]);
+  kv_revlog_close(l);
+  finish(d);
+  /* A log that starts after a checkpoint: its first segment is named by
+   * the first revision appended. */
+  start(&d);
+  l = open_log(d, K64, 0);
+  replay_ok(l, 6, 6);
+  CHECK_INT(kv_revlog_first(l), 0);
+  CHECK_INT(append_puts(l, 7, 3, 10), 0);
+  CHECK_INT(kv_revlog_first(l), 7);
+  CHECK_INT(scan_stop(l, 6, 9, 0, 0, &calls), KV_ENOTFOUND);
+  CHECK_INT(scan(l, 7, 9), 0);
+  expect_seen(7, 9);
+  kv_revlog_close(l);
+  finish(d);
+}
+
+/* ---- a scan beside a live appender --------------------------------------- */
+
+#define LIVE_MAX 20000
+
+/* The writer's revisions are a function of the revision (but for the
+ * batch, recorded before the append that publishes it). */
+static char live_pat[4096];
+static uint64_t live_batch[LIVE_MAX + 64];
+
+typedef struct {
+  kv_revlog_t *l;
+  volatile int stop;
+  _Atomic uint64_t acked; /* every revision up to it was appended */
+  int rc;
+} scanw_t;
+
+static int live_op_kind(uint64_t rev) {
+  return rev % 7 == 3 ? KV_OP_DEL : rev % 7 == 5 ? KV_OP_EXPIRE : KV_OP_PUT;
+}
+
+static size_t live_key(uint64_t rev, char *buf, size_t cap) {
+  return (size_t)snprintf(buf, cap, "live/%" PRIu64, rev);
+}
+
+static void *scan_writer(void *arg) {
+  scanw_t *w = arg;
+  static char keys[5][32];
+  uint64_t rev = 1;
+  for (int b = 0; !w->stop && rev + 5 <= LIVE_MAX; b++) {
+    kv_op_t ops[5];
+    size_t n = (size_t)(b % 5) + 1;
+    for (size_t i = 0; i < n; i++) {
+      uint64_t r = rev + i;
+      int op = live_op_kind(r);
+      live_batch[r] = rev;
+      ops[i] = (kv_op_t){op, {keys[i], live_key(r, keys[i], sizeof keys[i])},
+                         {live_pat + r % 26, op == KV_OP_PUT ? 100 + (size_t)(r * 7919 % 2900) : 0},
+                         r, rev, op == KV_OP_PUT && r % 3 == 0 ? r * 10 : 0};
+    }
+    if ((w->rc = kv_revlog_append(w->l, ops, n)) != 0) break;
+    rev += n;
+    w->acked = rev - 1;
+    /* Like a checkpoint, now and then: the scans stay far above it. */
+    if (b % 50 == 49 && rev > 3000 &&
+        (w->rc = kv_revlog_trim(w->l, rev - 3000)) != 0)
+      break;
+    if (b % 4 == 0) sched_yield();
+  }
+  return NULL;
+}
+
+typedef struct {
+  uint64_t want, to;
+  char why[256];
+} live_check_t;
+
+/* Checks that op is revision want as the writer made it. */
+static int live_check(void *ctx, const kv_op_t *op) {
+  live_check_t *c = ctx;
+  char key[32];
+  size_t klen = live_key(c->want, key, sizeof key);
+  int kind = live_op_kind(c->want);
+  size_t vlen = kind == KV_OP_PUT ? 100 + (size_t)(c->want * 7919 % 2900) : 0;
+  uint64_t exp = kind == KV_OP_PUT && c->want % 3 == 0 ? c->want * 10 : 0;
+  if (op->rev != c->want || op->op != kind || op->batch != live_batch[c->want] ||
+      op->expires != exp || op->key.len != klen ||
+      memcmp(op->key.ptr, key, klen) != 0 || op->val.len != vlen ||
+      (vlen && memcmp(op->val.ptr, live_pat + c->want % 26, vlen) != 0)) {
+    snprintf(c->why, sizeof c->why,
+             "wanted revision %" PRIu64 ", got revision %" PRIu64 " op %d batch %" PRIu64
+             " key %.*s (%zu value bytes)", c->want, op->rev, op->op, op->batch,
+             (int)op->key.len, op->key.ptr, op->val.len);
+    return KV_EINVAL;
+  }
+  c->want++;
+  return 0;
+}
+
+KV_TEST(scan_while_appending, "scans of revisions already appended read them exactly while another thread appends batches, switches segments and trims") {
+  char *d;
+  scanw_t w = {0};
+  pthread_t t;
+  time_t t0;
+  uint64_t scans = 0, rnd = 88172645463325252u;
+  start(&d);
+  for (size_t i = 0; i < sizeof live_pat; i++)
+    live_pat[i] = (char)('a' + i % 26);
+  w.l = open_log(d, K64, 0);
+  replay_ok(w.l, 0, 0);
+  CHECK_INT(pthread_create(&t, NULL, scan_writer, &w), 0);
+  for (t0 = time(NULL); time(NULL) - t0 < 3 && scans < 5000; scans++) {
+    uint64_t to = w.acked, from, span;
+    live_check_t c = {0, 0, ""};
+    int rc;
+    if (to == 0) {
+      sched_yield();
+      scans--;
+      continue;
+    }
+    rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17;
+    span = 1 + rnd % (to < 400 ? to : 400);
+    from = to - span + 1;
+    c.want = from;
+    c.to = to;
+    rc = kv_revlog_scan(w.l, from, to, live_check, &c);
+    if (rc != 0 || c.want != to + 1) {
+      w.stop = 1;
+      pthread_join(t, NULL);
+      KV__FAIL("scan %" PRIu64 " of %" PRIu64 "..%" PRIu64 ": %d, %" PRIu64
+               " read; %s", scans, from, to, rc, c.want - from, c.why);
+    }
+  }
+  w.stop = 1;
+  CHECK_INT(pthread_join(t, NULL), 0);
+  CHECK_INT(w.rc, 0);
+  CHECK(scans > 50);
+  CHECK(w.acked > 3000); /* it switched segments and trimmed while scanned */
+  /* At rest: everything the log still holds, in one scan. */
+  {
+    uint64_t first = kv_revlog_first(w.l);
+    live_check_t c = {first, w.acked, ""};
+    CHECK(first > 1);
+    CHECK_INT(kv_revlog_scan(w.l, first, w.acked, live_check, &c), 0);
+    CHECK_INT(c.want, w.acked + 1);
+    CHECK_INT(kv_revlog_scan(w.l, first - 1, w.acked, live_check, &c),
+              KV_ENOTFOUND);
+  }
+  kv_revlog_close(w.l);
+  finish(d);
+}
