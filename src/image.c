@@ -355,6 +355,30 @@ out:
   return err;
 }
 
+int kv_image_from_fd(int fd, size_t len, uint64_t rev, kv_image_t **out) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  kv_image_t *img;
+  void *p;
+
+  *out = NULL;
+  if (len == 0) return KV_EINVAL;
+  if (!(img = calloc(1, sizeof(*img)))) return KV_ENOMEM;
+  p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    free(img);
+    return KV_ENOMEM;
+  }
+  /* It is sent front to back, once: read ahead, and drop what was sent. */
+  madvise(p, len, MADV_SEQUENTIAL);
+  img->base = p;
+  img->len = len;
+  img->maplen = (len + page - 1) / page * page;
+  img->rev = rev;
+  img->refs = 1;
+  *out = img;
+  return 0;
+}
+
 const char *kv_image_data(const kv_image_t *img) { return img->base; }
 
 size_t kv_image_len(const kv_image_t *img) { return img->len; }

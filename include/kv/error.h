@@ -50,7 +50,8 @@
   X(EBADTTL,    -36, 400, "ttl must be whole seconds from 1 to 315360000") \
   X(EBADLIMIT,  -37, 400, "limit must be a whole number from 1 to 100000") \
   X(EBADKEYS,   -38, 400, "keys must be true or false")                    \
-  X(EPARAMUTF8, -39, 400, "a query parameter is not valid UTF-8")
+  X(EPARAMUTF8, -39, 400, "a query parameter is not valid UTF-8")         \
+  X(ENOBACKUP,  -40, 503, "no backup: LMDB checkpoints failed; restart kvd")
 
 enum {
 #define KV__ERR_ENUM(name, code, status, msg) KV_##name = (code),

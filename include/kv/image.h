@@ -57,6 +57,14 @@ int kv_image_build_as(int format, const char *dir, uint64_t rev,
                       size_t size_hint, kv_image_next_fn next, void *it,
                       kv_image_t **out);
 
+/* Makes an image of the first len bytes of the file open at fd, mapped
+ * read-only, so that any file (a backup) is served as the image is:
+ * without a copy, and kept alive by references.  The mapping holds the
+ * file, so the caller may close fd at once; nothing may shorten the file
+ * while the image lives (an unlinked one is safe).  Returns 0 with one
+ * reference, KV_EINVAL for len 0, or KV_ENOMEM. */
+int kv_image_from_fd(int fd, size_t len, uint64_t rev, kv_image_t **out);
+
 const char *kv_image_data(const kv_image_t *img);
 size_t kv_image_len(const kv_image_t *img);
 uint64_t kv_image_rev(const kv_image_t *img); /* as passed to build */

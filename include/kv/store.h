@@ -14,8 +14,9 @@
  * log segments they came from are removed.  The JSON image (imager.c) is
  * rebuilt on a worker thread from an LMDB snapshot once a checkpoint has
  * caught up with what it must show, only when a client asks for a fresher
- * one than exists, or a while after writes stop.  store.c alone decides
- * what runs next.
+ * one than exists, or a while after writes stop.  A backup (backup.c)
+ * copies LMDB once it has caught up, while checkpoints wait.  store.c
+ * alone decides what runs next.
  */
 #ifndef KV_STORE_H
 #define KV_STORE_H
@@ -194,6 +195,15 @@ typedef struct kv_store {
   uv_mutex_t list_mu;         /* guards lists_done */
   uv_async_t list_async;      /* a lister thread's "done" */
 
+  /* backups (backup.c) */
+  kv_image_wait_t *backups;   /* waiting for a copy, oldest first */
+  int backing;                /* a copy runs, or its outcome is unread */
+  uint64_t backup_rev;        /* the revision the copy holds */
+  int backup_rc;              /* the copier's: 0 or an error */
+  kv_image_t *backup_img;     /* the copier's: the copy, mapped */
+  uint64_t backup_ns;         /* the copier's: how long it took */
+  uv_async_t backup_async;    /* the copier's "done" */
+
   /* shutdown */
   void (*drained)(struct kv_store *s); /* set by kv_store_drain */
   int closing;
@@ -226,6 +236,14 @@ int kv_store_image(kv_store_t *s, kv_image_wait_t *w, kv_image_t **img);
 /* Starts a listing that reflects every write applied so far.  Its answer
  * comes through l->done, never from inside this call. */
 void kv_store_list(kv_store_t *s, kv_list_t *l);
+
+/* Starts a backup (contract section 6): a compacted copy of LMDB, in
+ * data.mdb's format, once it holds every write applied so far.  w->done
+ * gets it as an image (referenced) whose revision is the copy's, or an
+ * error: KV_ENOSPACE, KV_ENOBACKUP when checkpoints failed, KV_ESHUTDOWN
+ * when the store drains before the copy starts.  Never from inside this
+ * call. */
+void kv_store_backup(kv_store_t *s, kv_image_wait_t *w);
 
 /* Finishes the writes in flight and writes the final image, then calls
  * done(s).  New writes submitted meanwhile still commit. */
