@@ -62,7 +62,7 @@ int kv_image_build_as(int format, const char *dir, uint64_t rev,
  * without a copy, and kept alive by references.  The mapping holds the
  * file, so the caller may close fd at once; nothing may shorten the file
  * while the image lives (an unlinked one is safe).  Returns 0 with one
- * reference, KV_EINVAL for len 0, or KV_ENOMEM. */
+ * reference, KV_EINVAL for len 0 or past the file's end, or KV_ENOMEM. */
 int kv_image_from_fd(int fd, size_t len, uint64_t rev, kv_image_t **out);
 
 const char *kv_image_data(const kv_image_t *img);
