@@ -196,6 +196,25 @@ static int ckpt_prepare_dir(kv_ckpt_t *c, const char *dir, int *nolock,
   return 0;
 }
 
+/* A single data file must exist and be a regular file: LMDB would
+ * otherwise create an empty one.  Returns 0 or an error with errbuf
+ * filled. */
+static int ckpt_prepare_file(const char *path, char *errbuf, size_t errlen) {
+  struct stat st;
+  int e;
+
+  if (stat(path, &st) != 0) {
+    e = errno;
+    kv_errf(errbuf, errlen, "cannot open: %s", strerror(e));
+    return e == EIO ? KV_EIO : KV_ESTORE;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    kv_errf(errbuf, errlen, "cannot open: not a regular file");
+    return KV_ESTORE;
+  }
+  return 0;
+}
+
 /* Grows the map to CKPT_MAPSIZE unless the environment already records a
  * larger one (set by an earlier run), which is kept: shrinking it below the
  * data would fail.  Must run with no transaction open. */
@@ -628,11 +647,20 @@ int kv_ckpt_open(const char *dir, int flags, unsigned max_readers,
   }
   c->readonly = (flags & KV_CKPT_READONLY) != 0;
   c->dirfd = -1;
-  err = ckpt_prepare_dir(c, dir, &nolock, errbuf, errlen);
+  if (flags & KV_CKPT_FILE) {
+    err = ckpt_prepare_file(dir, errbuf, errlen);
+    nolock = 1;
+    envflags |= MDB_NOSUBDIR;
+    /* A backup file gets no spare blocks past its pages: it is read more
+     * than it is written, and whoever writes it sees ENOSPC anyway. */
+    c->no_reserve = 1;
+  } else {
+    err = ckpt_prepare_dir(c, dir, &nolock, errbuf, errlen);
+  }
   if (err != 0) goto fail;
   /* LMDB lets several processes write one environment; two servers would
    * each keep their own diverging map.  One writer per directory. */
-  if (!c->readonly) {
+  if (!c->readonly && !(flags & KV_CKPT_FILE)) {
     c->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (c->dirfd < 0 || flock(c->dirfd, LOCK_EX | LOCK_NB) != 0) {
       int e = errno;
@@ -831,6 +859,21 @@ int kv_ckpt_stat(kv_ckpt_t *c, uint64_t *keys, uint64_t *rev) {
   if (rc != 0) return rc == MDB_CORRUPTED ? KV_ECORRUPT : ckpt_txn_err(rc);
   *keys = ms.ms_entries;
   return 0;
+}
+
+/* LMDB's compacting copy walks one read snapshot's trees and writes only
+ * the pages in use, renumbered, so the copy is as small as the data and
+ * its free list is empty.  Its writes are plain write() calls on fd from
+ * a thread of LMDB's own, whose errno comes back here. */
+int kv_ckpt_copy(kv_ckpt_t *c, int fd) {
+  int rc = mdb_env_copyfd2(c->env, fd, MDB_CP_COMPACT);
+
+  switch (rc) {
+  case 0: return 0;
+  case ENOMEM: return KV_ENOMEM;
+  case MDB_PANIC: return KV_EIO; /* an earlier commit's flush failed */
+  default: return ckpt_txn_err(rc);
+  }
 }
 
 /* The first cursor move is deferred to the first kv_ckpt_snap_next, so

@@ -3,7 +3,8 @@
  * Modelled on LMDB's mdb_dump.  By default it reads a read-only LMDB
  * snapshot and encodes it exactly as the server encodes its image, so the
  * output is byte-identical to image.json for the same data.  --image
- * instead checks and prints the server's last image file as it is.
+ * instead checks and prints the server's last image file as it is, and
+ * --backup writes a backup file, as GET /_backup answers one.
  */
 #include "kv/dump.h"
 
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <libgen.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -75,6 +77,7 @@ static void dump_untrap(const struct sigaction *old) {
 static void dump_usage(FILE *f) {
   fputs("usage: kvdump [--prefix P] [--ndjson] DIR\n"
         "       kvdump --image DIR\n"
+        "       kvdump --backup FILE DIR\n"
         "       kvdump --help | --version\n"
         "\n"
         "Prints the keys and values in the kvd data directory DIR as one\n"
@@ -87,6 +90,10 @@ static void dump_usage(FILE *f) {
         "  -i, --image     check DIR/image.json, the server's last image,\n"
         "                  and print it as it is if it is valid; it cannot\n"
         "                  be combined with --prefix or --ndjson\n"
+        "  -b, --backup FILE  write FILE, a compacted copy of DIR's LMDB\n"
+        "                  with every acknowledged write in it, in the\n"
+        "                  format of data.mdb (a backup, as GET /_backup\n"
+        "                  answers); it cannot be combined with the others\n"
         "  -h, --help      print this help and exit\n"
         "  -V, --version   print the version and exit\n"
         "\n"
@@ -339,9 +346,150 @@ out:
   return ret;
 }
 
+/* fsyncs the directory that holds path, so a rename into it is durable.
+ * Returns 0 or an errno. */
+static int dump_sync_parent(const char *path) {
+  char buf[4096];
+  int fd, e = 0;
+
+  snprintf(buf, sizeof buf, "%s", path);
+  fd = open(dirname(buf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || fsync(fd) != 0) e = errno;
+  if (fd >= 0) close(fd);
+  return e;
+}
+
+/* True when path would land in the directory dir: a backup written there
+ * could replace the live data.mdb, and is no backup if the disk dies. */
+static int dump_inside(const char *path, const char *dir) {
+  char buf[4096];
+  struct stat a, b;
+
+  snprintf(buf, sizeof buf, "%s", path);
+  return stat(dirname(buf), &a) == 0 && stat(dir, &b) == 0 &&
+         a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* Applies the log's writes after the copy's revision to the copy, in
+ * revision order, in one transaction that also records the last one's
+ * revision, growing the map as a checkpoint would. */
+static int dump_apply(kv_ckpt_t *copy, const dump_merge_t *m) {
+  size_t size;
+  int err;
+
+  while ((err = kv_ckpt_commit(copy, m->ops, m->n)) == KV_EMAPFULL)
+    if ((err = kv_ckpt_grow(copy, &size)) != 0) break;
+  return err;
+}
+
+/* Writes FILE: a compacted copy of DIR's LMDB (kv_ckpt_copy), opened as a
+ * data file of its own, with the log's writes after its revision applied,
+ * so it holds every write acknowledged before kvdump started.  The log's
+ * segments are opened before the copy, as dump_store does, so none that
+ * the copy lacks can be removed meanwhile; a server that checkpoints
+ * during the copy only moves the revision the copy holds, which the copy
+ * records.  DIR is opened read-only and takes only a reader slot.  FILE
+ * is written under a temporary name beside it, synced, and renamed.
+ * Returns the exit status. */
+static int dump_backup(const char *file, const char *dir) {
+  kv_ckpt_t *c = NULL, *copy = NULL;
+  kv_revlog_t *log = NULL;
+  dump_merge_t m = {.prefix = "", .lm_state = -1};
+  char tmp[4096], errbuf[256];
+  uint64_t rev = 0, keys = 0, last;
+  struct stat st;
+  int fd = -1, err, e, ret = 1, n;
+
+  tmp[0] = errbuf[0] = '\0';
+  if (dump_inside(file, dir)) {
+    fprintf(stderr, "kvdump: %s: a backup must not be written into the "
+            "data directory %s\n", file, dir);
+    return 1;
+  }
+  err = kv_ckpt_open(dir, KV_CKPT_READONLY, 0, &c, errbuf, sizeof errbuf);
+  if (!err)
+    err = kv_revlog_open(dir, KV_SYNC_NONE, 0, 1, &log, errbuf,
+                         sizeof errbuf);
+  if (err) {
+    fprintf(stderr, "kvdump: %s: %s\n", dir,
+            errbuf[0] ? errbuf : kv_strerror(err));
+    goto out;
+  }
+  n = snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", file);
+  if (n < 0 || (size_t)n >= sizeof tmp) {
+    tmp[0] = '\0';
+    fprintf(stderr, "kvdump: %s: %s\n", file, strerror(ENAMETOOLONG));
+    goto out;
+  }
+  if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0) {
+    e = errno;
+    tmp[0] = '\0';
+    fprintf(stderr, "kvdump: %s: cannot create: %s\n", file, strerror(e));
+    goto out;
+  }
+  err = kv_ckpt_copy(c, fd);
+  kv_ckpt_close(c); /* its reader slot goes now */
+  c = NULL;
+  if (dump_sig) goto out;
+  if (err) {
+    fprintf(stderr, "kvdump: %s: cannot copy %s: %s\n", file, dir,
+            kv_strerror(err));
+    goto out;
+  }
+  err = kv_ckpt_open(tmp, KV_CKPT_FILE, 0, &copy, errbuf, sizeof errbuf);
+  if (!err) err = kv_ckpt_stat(copy, &keys, &rev);
+  if (err) {
+    fprintf(stderr, "kvdump: %s: cannot open the copy: %s\n", tmp,
+            errbuf[0] ? errbuf : kv_strerror(err));
+    goto out;
+  }
+  err = kv_revlog_replay(log, rev, dump_collect, &m, &last, errbuf,
+                         sizeof errbuf);
+  if (err) {
+    fprintf(stderr, "kvdump: %s\n", errbuf[0] ? errbuf : kv_strerror(err));
+    goto out;
+  }
+  if (m.n && !dump_sig) {
+    err = dump_apply(copy, &m);
+    if (!err) err = kv_ckpt_stat(copy, &keys, &rev);
+    if (err) {
+      fprintf(stderr, "kvdump: %s: cannot apply the log to the copy: %s\n",
+              file, kv_strerror(err));
+      goto out;
+    }
+  }
+  kv_ckpt_close(copy);
+  copy = NULL;
+  if (dump_sig) goto out;
+  e = fsync(fd) != 0 || fstat(fd, &st) != 0 || rename(tmp, file) != 0
+          ? errno : 0;
+  if (!e) {
+    tmp[0] = '\0'; /* renamed: nothing to remove */
+    e = dump_sync_parent(file);
+  }
+  if (e) {
+    fprintf(stderr, "kvdump: %s: cannot write: %s\n", file, strerror(e));
+    goto out;
+  }
+  fprintf(stderr, "kvdump: %s: revision %llu, %llu keys, %lld bytes, from "
+          "%s\n", file, (unsigned long long)rev, (unsigned long long)keys,
+          (long long)st.st_size, dir);
+  ret = 0;
+out:
+  for (size_t i = 0; i < m.n; i++) free((char *)m.ops[i].key.ptr);
+  free(m.ops);
+  kv_ckpt_close(copy);
+  kv_ckpt_close(c);
+  kv_revlog_close(log);
+  if (fd >= 0) close(fd);
+  if (tmp[0]) unlink(tmp);
+  return ret;
+}
+
 int kv_dump_main(int argc, char **argv) {
   static const struct option opts[] = {
       {"image", no_argument, NULL, 'i'},
+      {"backup", required_argument, NULL, 'b'},
       {"prefix", required_argument, NULL, 'p'},
       {"ndjson", no_argument, NULL, 'n'},
       {"help", no_argument, NULL, 'h'},
@@ -349,13 +497,14 @@ int kv_dump_main(int argc, char **argv) {
       {NULL, 0, NULL, 0},
   };
   struct sigaction old[DUMP_NSIGNALS];
-  const char *prefix = NULL;
+  const char *prefix = NULL, *backup = NULL;
   int image = 0, format = KV_IMAGE_OBJECT, opt, ret;
 
   optind = 0; /* glibc: full re-initialisation, so tests may call twice */
-  while ((opt = getopt_long(argc, argv, "ip:nhV", opts, NULL)) != -1) {
+  while ((opt = getopt_long(argc, argv, "ib:p:nhV", opts, NULL)) != -1) {
     switch (opt) {
     case 'i': image = 1; break;
+    case 'b': backup = optarg; break;
     case 'p': prefix = optarg; break;
     case 'n': format = KV_IMAGE_NDJSON; break;
     case 'h': dump_usage(stdout); return 0;
@@ -375,8 +524,16 @@ int kv_dump_main(int argc, char **argv) {
     dump_usage(stderr);
     return 2;
   }
+  if (backup && (image || prefix != NULL || format != KV_IMAGE_OBJECT)) {
+    fprintf(stderr, "kvdump: --backup cannot be combined with --image, "
+            "--prefix or --ndjson\n");
+    dump_usage(stderr);
+    return 2;
+  }
   dump_trap(old);
-  if (image)
+  if (backup)
+    ret = dump_backup(backup, argv[optind]);
+  else if (image)
     ret = dump_image(argv[optind]);
   else
     ret = dump_store(argv[optind], prefix ? prefix : "", format);

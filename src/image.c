@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
@@ -423,6 +424,33 @@ out:
   if (err != 0 && dir != NULL) unlink(tmp);
   free(img);
   return err;
+}
+
+int kv_image_from_fd(int fd, size_t len, uint64_t rev, kv_image_t **out) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  struct stat st;
+  kv_image_t *img;
+  void *p;
+
+  *out = NULL;
+  /* Bytes mapped past the file's end would be a SIGBUS when sent. */
+  if (len == 0 || fstat(fd, &st) != 0 || (uint64_t)st.st_size < len)
+    return KV_EINVAL;
+  if (!(img = calloc(1, sizeof(*img)))) return KV_ENOMEM;
+  p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    free(img);
+    return KV_ENOMEM;
+  }
+  /* It is sent front to back, once: read ahead, and drop what was sent. */
+  madvise(p, len, MADV_SEQUENTIAL);
+  img->base = p;
+  img->len = len;
+  img->maplen = (len + page - 1) / page * page;
+  img->rev = rev;
+  img->refs = 1;
+  *out = img;
+  return 0;
 }
 
 const char *kv_image_data(const kv_image_t *img) { return img->base; }

@@ -47,6 +47,7 @@ void kv_metrics_init(kv_metrics_t *m) {
   hist_init(&m->image, image_bounds, NELEM(image_bounds));
   hist_init(&m->checkpoint, image_bounds, NELEM(image_bounds));
   hist_init(&m->list, latency_bounds, NELEM(latency_bounds));
+  hist_init(&m->backup, image_bounds, NELEM(image_bounds));
 }
 
 void kv_hist_observe(kv_hist_t *h, double v) {
@@ -215,6 +216,10 @@ int kv_metrics_render(const kv_metrics_t *m, const kv_metrics_gauges_t *g,
            "Time to build one JSON image.", &m->image);
   put_gauge(&b, "kvd_image_bytes", "gauge", "Size of the newest JSON image.",
             m->image_bytes);
+  put_hist(&b, "kvd_backup_duration_seconds",
+           "Time to copy LMDB for one GET /_backup.", &m->backup);
+  put_gauge(&b, "kvd_backups_total", "counter",
+            "Backup copies made for GET /_backup.", m->backups);
   put_gauge(&b, "kvd_open_connections", "gauge", "Open client connections.",
             g->conns);
   put_gauge(&b, "kvd_connections_accepted_total", "counter",

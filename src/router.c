@@ -17,6 +17,7 @@
 #define CHALLENGE "WWW-Authenticate: Bearer realm=\"kvd\"\r\n"
 #define FORM_TYPE "application/x-www-form-urlencoded"
 #define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
+#define CT_BACKUP "application/octet-stream"
 
 /* ---- the head ----------------------------------------------------------- */
 
@@ -78,6 +79,8 @@ static void route_target(kv_http_req_t *r) {
       r->route = KV_ROUTE_METRICS;
     else if (plen == 8 && memcmp(path, "_changes", 8) == 0)
       r->route = KV_ROUTE_CHANGES;
+    else if (plen == 7 && memcmp(path, "_backup", 7) == 0)
+      r->route = KV_ROUTE_BACKUP;
     else
       r->err = KV_ENOENDPOINT;
   } else {
@@ -119,12 +122,13 @@ static int token_ok(const kv_config_t *cfg, const kv_http_req_t *r) {
   return d == 0 && glen == cfg->token_len;
 }
 
-/* Whether this request needs the token: writes always, everything with
- * --auth all, except liveness and readiness, which probes must reach. */
+/* Whether this request needs the token: writes and backups (a backup is
+ * the whole store) always, everything with --auth all, except liveness
+ * and readiness, which probes must reach. */
 static int needs_token(const kv_config_t *cfg, const kv_http_req_t *r) {
   if (cfg->token_len == 0) return 0;
   if (r->method == HTTP_PUT || r->method == HTTP_POST ||
-      r->method == HTTP_DELETE)
+      r->method == HTTP_DELETE || r->route == KV_ROUTE_BACKUP)
     return 1;
   if (cfg->auth != KV_AUTH_ALL) return 0;
   return r->route != KV_ROUTE_HEALTH && r->route != KV_ROUTE_READY;
@@ -868,6 +872,22 @@ int kv_router_stop(const kv_router_t *rt, kv_http_req_t *r,
   return feed_finish(rt, a, w);
 }
 
+/* Section 6: the copy a GET or HEAD of /_backup waited for, as it is.
+ * Drops the caller's reference on img. */
+static int answer_backup(const kv_router_t *rt, const kv_http_req_t *r,
+                         kv_router_answer_t *a, int status, kv_image_t *img) {
+  revs_t h;
+  int rc;
+
+  if (status != 0) return kv_router_error(rt, r, a, status, NULL);
+  rc = answer_head(a, 200, CT_BACKUP, (int64_t)kv_image_len(img),
+                   revs(&h, NO_ETAG, kv_image_rev(img)));
+  if (rc == 0 && r->method != HTTP_HEAD)
+    rc = kv_out_append_image(a->out, img);
+  kv_image_unref(img);
+  return rc;
+}
+
 /* GET / and HEAD /: at once from a fresh image, or once one is built. */
 static int get_image(const kv_router_t *rt, kv_http_req_t *r,
                      kv_router_answer_t *a, kv_router_wait_t *w) {
@@ -900,6 +920,10 @@ int kv_router_message(const kv_router_t *rt, kv_http_req_t *r,
     return answer_metrics(rt, r, a);
   case KV_ROUTE_CHANGES:
     return changes(rt, r, a, w);
+  case KV_ROUTE_BACKUP:
+    assert(w->image.done != NULL);
+    kv_store_backup(rt->store, &w->image);
+    return KV_ROUTER_WAITING;
   case KV_ROUTE_ROOT:
     if (parse_cond(r, &w->cond) != 0)
       return kv_router_error(rt, r, a, KV_EBADCOND, NULL);
@@ -936,6 +960,8 @@ int kv_router_resume(const kv_router_t *rt, kv_http_req_t *r,
   if (r->route == KV_ROUTE_CHANGES)
     return w->streaming ? feed_pump(rt, r, a, w, a->now, 0)
                         : KV_ROUTER_ANSWERED;
+  if (r->route == KV_ROUTE_BACKUP)
+    return answer_backup(rt, r, a, w->status, img);
   if (r->route == KV_ROUTE_ROOT) {
     if (w->status != 0) return kv_router_error(rt, r, a, w->status, NULL);
     assert(img != NULL);

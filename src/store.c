@@ -248,6 +248,7 @@ int kv_store_open(uv_loop_t *loop, const kv_config_t *cfg,
   s->history = cfg->history;
   s->tomb_ms = cfg->tomb_secs * 1000;
   s->tombs = kv_ckpt_tombs(s->ckpt);
+  kv__backup_init(s);
   kv__expirer_arm(s); /* keys that expired while kvd was down go first */
   kv_log_info("loaded %zu keys (%llu bytes) at revision %llu from %s in "
               "%llu ms (%zu from the log)", kv_map_count(s->map),
@@ -430,7 +431,7 @@ static void ckpt_grow(kv_store_t *s) {
   size_t now;
   int rc;
 
-  if (s->imaging || s->listing || !kv__feed_idle(s)) return;
+  if (s->imaging || s->listing || s->backing || !kv__feed_idle(s)) return;
   s->grow_wanted = 0;
   rc = kv_ckpt_grow(s->ckpt, &now);
   if (rc == 0) {
@@ -455,7 +456,8 @@ static int tomb_due(const kv_store_t *s) {
 static int ckpt_due(kv_store_t *s) {
   uint64_t now = uv_now(s->loop);
 
-  if (s->checkpointing || s->ckpt_failed) return 0;
+  /* A backup copy holds LMDB at the revision it copies. */
+  if (s->checkpointing || s->backing || s->ckpt_failed) return 0;
   if (s->ckpt_retry && now < s->ckpt_retry) return 0;
   if (s->ckq_n == 0) return !s->drained && !s->closing && tomb_due(s);
   return s->ckpt_wanted || s->drained || s->ckq_bytes >= KV_CKPT_BYTES ||
@@ -488,7 +490,8 @@ static void spare_done(uv_work_t *req, int uvstatus) {
 static int store_idle(kv_store_t *s) {
   return !s->committing && !s->pend_head && !s->checkpointing &&
          !s->sparing && (s->ckq_n == 0 || s->ckpt_failed || s->ckpt_retry) &&
-         kv__imager_idle(s) && kv__lister_idle(s) && kv__feed_idle(s);
+         kv__imager_idle(s) && kv__lister_idle(s) && kv__feed_idle(s) &&
+         kv__backup_idle(s);
 }
 
 void kv__store_schedule(kv_store_t *s) {
@@ -504,6 +507,7 @@ void kv__store_schedule(kv_store_t *s) {
   rc = kv__imager_start(s); /* may ask for a checkpoint first */
   if (rc != 0) kv__imager_fail(s, rc);
   kv__lister_start(s); /* likewise */
+  kv__backup_start(s); /* likewise, and holds checkpoints while it copies */
   if (s->grow_wanted) ckpt_grow(s);
   if (ckpt_due(s)) ckpt_start(s);
   if (!s->committing && s->pend_head) {
@@ -542,6 +546,7 @@ void kv_store_close(kv_store_t *s) {
   uv_close((uv_handle_t *)&s->expire_timer, NULL);
   uv_close((uv_handle_t *)&s->list_async, NULL);
   kv__feed_close(s);
+  uv_close((uv_handle_t *)&s->backup_async, NULL);
 }
 
 void kv_store_free(kv_store_t *s) {

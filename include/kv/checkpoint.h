@@ -27,13 +27,18 @@
 #include "kv/slice.h"
 
 #define KV_CKPT_READONLY 0x1 /* open for reading only (kvdump) */
+/* The path names one data file, such as a backup, rather than a data
+ * directory: no lock file is made or used, so only this process may have
+ * it open; it must exist. */
+#define KV_CKPT_FILE 0x2
 /* LMDB's reader table: one slot per open snapshot of any process (kvd's
  * image builds, every kvdump).  LMDB's default is 126. */
 #define KV_CKPT_READERS 1024
 
 typedef struct kv_ckpt kv_ckpt_t;
 
-/* Opens the data directory dir.  max_readers sizes LMDB's reader table
+/* Opens the data directory dir (with KV_CKPT_FILE, the data file dir).
+ * max_readers sizes LMDB's reader table
  * when this process is the first to open it (0: KV_CKPT_READERS).  Without
  * KV_CKPT_READONLY a missing dir is created, and an empty one is
  * initialised, with the new directory entries fsynced; a directory that holds anything
@@ -92,6 +97,17 @@ kv_ckpt_tombs_t kv_ckpt_tombs(const kv_ckpt_t *c);
 /* Number of keys in "data" and the revision the checkpoint holds, from a
  * fresh read txn.  Returns 0, KV_EIO, KV_ECORRUPT or KV_ESTORE. */
 int kv_ckpt_stat(kv_ckpt_t *c, uint64_t *keys, uint64_t *rev);
+
+/* Writes a compacted copy of the environment to fd, from its current
+ * offset (normally 0): a data.mdb file holding one read snapshot's pages
+ * and no free ones, which kv_ckpt_open takes as the data.mdb of a new
+ * directory or, with KV_CKPT_FILE, as it is.  It takes a reader slot while
+ * it runs, and may run on any thread; fd is neither synced nor closed.
+ * Commits may go on meanwhile, but then only the copy itself says which
+ * revision it holds: kvd holds its checkpoints during a copy, so that it
+ * is the checkpoint's.  Returns 0, KV_ENOSPACE (the disk under fd is
+ * full), KV_EIO, KV_EREADERS, KV_ENOMEM or KV_ESTORE. */
+int kv_ckpt_copy(kv_ckpt_t *c, int fd);
 
 typedef struct kv_ckpt_snap kv_ckpt_snap_t;
 

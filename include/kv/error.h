@@ -57,7 +57,8 @@
   X(EBADSINCE,  -42, 400, "since and Last-Event-ID must be a whole number")  \
   X(EBADFEED,   -43, 400, "feed must be continuous, longpoll or eventsource") \
   X(EBADWAIT,   -44, 400, "heartbeat must be 0 to 3600 and timeout 1 to 3600 seconds") \
-  X(EBADFILTER, -45, 400, "give prefix or key, not both")
+  X(EBADFILTER, -45, 400, "give prefix or key, not both") \
+  X(ENOBACKUP,  -46, 503, "no backup: LMDB checkpoints failed; restart kvd")
 
 enum {
 #define KV__ERR_ENUM(name, code, status, msg) KV_##name = (code),

@@ -64,6 +64,13 @@ int kv_image_build_as(int format, const char *dir, uint64_t rev,
  * no newline) follows.  Returns 0, KV_ENOMEM or KV_EUTF8. */
 int kv_image_change(uint64_t rev, int op, kv_slice_t key, kv_slice_t val,
                     size_t room, char **out, size_t *len);
+/* Makes an image of the first len bytes of the file open at fd, mapped
+ * read-only, so that any file (a backup) is served as the image is:
+ * without a copy, and kept alive by references.  The mapping holds the
+ * file, so the caller may close fd at once; nothing may shorten the file
+ * while the image lives (an unlinked one is safe).  Returns 0 with one
+ * reference, KV_EINVAL for len 0 or past the file's end, or KV_ENOMEM. */
+int kv_image_from_fd(int fd, size_t len, uint64_t rev, kv_image_t **out);
 
 const char *kv_image_data(const kv_image_t *img);
 size_t kv_image_len(const kv_image_t *img);

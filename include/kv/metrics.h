@@ -24,7 +24,7 @@ enum { KV_M_GET, KV_M_HEAD, KV_M_PUT, KV_M_POST, KV_M_DELETE, KV_M_OTHER,
        KV_M_NMETHODS };
 
 #define KV_M_NSTATUS 24
-#define KV_M_NERRORS 45 /* error codes -1..-45 (include/kv/error.h) */
+#define KV_M_NERRORS 46 /* error codes -1..-46 (include/kv/error.h) */
 
 typedef struct {
   uint64_t requests[KV_M_NMETHODS][KV_M_NSTATUS];
@@ -35,6 +35,8 @@ typedef struct {
   kv_hist_t image;       /* image build seconds */
   kv_hist_t checkpoint;  /* checkpoint seconds: LMDB commit and log trim */
   kv_hist_t list;        /* listing seconds, submitted to body built */
+  kv_hist_t backup;      /* backup copy seconds */
+  uint64_t backups;      /* backup copies made */
   uint64_t image_bytes;  /* size of the newest image */
   uint64_t conns_accepted, conns_refused;
 } kv_metrics_t;

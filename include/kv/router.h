@@ -10,8 +10,9 @@
  * waiting.  A waiting request waits in a kv_router_wait_t its caller
  * owns: the caller sets the store callbacks in it, hears the outcome, and
  * hands it back to kv_router_resume, which writes the answer.  Today a
- * write waits for its commit, GET / for a fresh image and a listing for its
- * snapshot; a change feed will stream through the same door.
+ * write waits for its commit, GET / for a fresh image, a listing for its
+ * snapshot and GET /_backup for its copy; a change feed will stream
+ * through the same door.
  */
 #ifndef KV_ROUTER_H
 #define KV_ROUTER_H
@@ -33,7 +34,8 @@ enum {
   KV_ROUTE_HEALTH,
   KV_ROUTE_READY,
   KV_ROUTE_METRICS,
-  KV_ROUTE_CHANGES
+  KV_ROUTE_CHANGES,
+  KV_ROUTE_BACKUP
 };
 
 /* How a change feed is framed. */
@@ -68,7 +70,8 @@ typedef struct {
  * kv_router_resume.  The router fills in the rest before it submits. */
 typedef struct {
   kv_write_t write;      /* a PUT, POST or DELETE waiting for its commit */
-  kv_image_wait_t image; /* a GET / waiting for a fresh image */
+  kv_image_wait_t image; /* a GET / waiting for a fresh image, or a
+                          * GET /_backup for its copy */
   int status;            /* the outcome: 0 or the store's error */
   int existed;           /* a write's: the key had a value */
   kv_image_t *img;       /* an image's, referenced: resume takes it over */

@@ -14,8 +14,9 @@
  * log segments they came from are removed.  The JSON image (imager.c) is
  * rebuilt on a worker thread from an LMDB snapshot once a checkpoint has
  * caught up with what it must show, only when a client asks for a fresher
- * one than exists, or a while after writes stop.  store.c alone decides
- * what runs next.
+ * one than exists, or a while after writes stop.  A backup (backup.c)
+ * copies LMDB once it has caught up, while checkpoints wait.  store.c
+ * alone decides what runs next.
  */
 #ifndef KV_STORE_H
 #define KV_STORE_H
@@ -203,6 +204,14 @@ typedef struct kv_store {
   uint64_t ck_now;            /* wall ms when the checkpoint started */
   kv_ckpt_tombs_t tombs;      /* LMDB's tombstones, as of the last one */
   kv_ckpt_tombs_t ck_tombs;   /* the checkpoint thread's, until done */
+  /* backups (backup.c) */
+  kv_image_wait_t *backups;   /* waiting for a copy, oldest first */
+  int backing;                /* a copy runs, or its outcome is unread */
+  uint64_t backup_rev;        /* the revision the copy holds */
+  int backup_rc;              /* the copier's: 0 or an error */
+  kv_image_t *backup_img;     /* the copier's: the copy, mapped */
+  uint64_t backup_ns;         /* the copier's: how long it took */
+  uv_async_t backup_async;    /* the copier's "done" */
 
   /* shutdown */
   void (*drained)(struct kv_store *s); /* set by kv_store_drain */
@@ -258,6 +267,13 @@ size_t kv_store_watches(const kv_store_t *s);
 
 /* Ends a watch; its callback never runs again. */
 void kv_store_unwatch(kv_store_t *s, kv_watch_t *w);
+/* Starts a backup (contract section 6): a compacted copy of LMDB, in
+ * data.mdb's format, once it holds every write applied so far.  w->done
+ * gets it as an image (referenced) whose revision is the copy's, or an
+ * error: KV_ENOSPACE, KV_ENOBACKUP when checkpoints failed, KV_ESHUTDOWN
+ * when the store drains before the copy starts.  Never from inside this
+ * call. */
+void kv_store_backup(kv_store_t *s, kv_image_wait_t *w);
 
 /* Finishes the writes in flight and writes the final image, then calls
  * done(s).  New writes submitted meanwhile still commit. */

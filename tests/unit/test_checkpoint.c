@@ -5,6 +5,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -1123,6 +1124,158 @@ KV_TEST(tombstones_survive_reopen, "tombstones, the forgotten revision and kv_ck
   free(d);
 }
 
+/* ---- copies (backups) ------------------------------------------------- */
+
+/* Copies c into the new file path with kv_ckpt_copy.  Returns its
+ * result. */
+static int copy_to(kv_ckpt_t *c, const char *path) {
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600), rc;
+  CHECK(fd >= 0);
+  rc = kv_ckpt_copy(c, fd);
+  CHECK_INT(close(fd), 0);
+  return rc;
+}
+
+static off_t file_size(const char *p) {
+  struct stat st;
+  CHECK_INT(stat(p, &st), 0);
+  return st.st_size;
+}
+
+/* Checks that two environments hold the same records, headers included,
+ * and the same revision. */
+static void expect_same(kv_ckpt_t *a, kv_ckpt_t *b) {
+  kv_ckpt_snap_t *sa, *sb;
+  kv_item_t x, y;
+  uint64_t ka, kb, ra, rb;
+  int r;
+  CHECK_INT(kv_ckpt_stat(a, &ka, &ra), 0);
+  CHECK_INT(kv_ckpt_stat(b, &kb, &rb), 0);
+  CHECK_INT(ka, kb);
+  CHECK_INT(ra, rb);
+  CHECK_INT(kv_ckpt_snap_open(a, NULL, 0, &sa), 0);
+  CHECK_INT(kv_ckpt_snap_open(b, NULL, 0, &sb), 0);
+  while ((r = kv_ckpt_snap_next(sa, &x)) == 1) {
+    CHECK_INT(kv_ckpt_snap_next(sb, &y), 1);
+    CHECK_MEM(x.key.ptr, x.key.len, y.key.ptr, y.key.len);
+    CHECK_MEM(x.val.ptr, x.val.len, y.val.ptr, y.val.len);
+    CHECK_INT(x.rev, y.rev);
+    CHECK_INT(x.expires, y.expires);
+  }
+  CHECK_INT(r, 0);
+  CHECK_INT(kv_ckpt_snap_next(sb, &y), 0);
+  kv_ckpt_snap_close(sa);
+  kv_ckpt_snap_close(sb);
+}
+
+/* n keys k00000.. of 100 bytes each, at revisions from..from+n-1, every
+ * third with an expiry time. */
+static void fill(kv_ckpt_t *c, int n, uint64_t from) {
+  static char val[100];
+  kv_op_t *ops = calloc((size_t)n, sizeof *ops);
+  char *keys = malloc((size_t)n * 16);
+  CHECK(ops != NULL && keys != NULL && n <= 100000);
+  memset(val, 'v', sizeof val);
+  for (int i = 0; i < n; i++) {
+    snprintf(keys + 16 * i, 16, "k%05d", i);
+    ops[i] = (kv_op_t){KV_OP_PUT, {keys + 16 * i, 6}, {val, sizeof val},
+                       from + (uint64_t)i, from,
+                       i % 3 ? 0 : UINT64_C(1893456000000) + (uint64_t)i};
+  }
+  CHECK_INT(kv_ckpt_commit(c, ops, (size_t)n), 0);
+  free(keys);
+  free(ops);
+}
+
+KV_TEST(copy_opens_as_file, "a copy holds the same keys, values, revisions, expiry times and revision, and opens as a file of its own") {
+  char *d = tmpdir(), *file = strdup(path_in(d, "copy.mdb")), ls[256];
+  kv_ckpt_t *c = open_ok(d, 0), *b;
+  kv_op_t more = {KV_OP_PUT, {"new", 3}, {"later", 5}, 501, 501, 0};
+  uint64_t n, rev;
+  fill(c, 500, 1);
+  CHECK_INT(copy_to(c, file), 0);
+  b = open_ok(file, KV_CKPT_FILE | KV_CKPT_READONLY);
+  expect_same(c, b);
+  kv_ckpt_close(b);
+  /* Writable, as kvdump --backup applies the log to it: no lock file. */
+  b = open_ok(file, KV_CKPT_FILE);
+  CHECK_INT(kv_ckpt_commit(b, &more, 1), 0);
+  CHECK_INT(kv_ckpt_stat(b, &n, &rev), 0);
+  CHECK_INT(n, 501);
+  CHECK_INT(rev, 501);
+  kv_ckpt_close(b);
+  CHECK_STR(listdir(d, ls, sizeof ls), "copy.mdb,data.mdb,lock.mdb");
+  kv_ckpt_close(c);
+  rmtree(d);
+  free(file);
+  free(d);
+}
+
+KV_TEST(copy_is_compact, "a copy leaves out free pages: after most keys are deleted it is a fraction of data.mdb") {
+  char *d = tmpdir(), *file = strdup(path_in(d, "copy.mdb"));
+  kv_ckpt_t *c = open_ok(d, 0), *b;
+  kv_op_t *dels = calloc(1900, sizeof *dels);
+  char keys[1900][16];
+  CHECK(dels != NULL);
+  fill(c, 2000, 1);
+  for (int i = 0; i < 1900; i++) {
+    snprintf(keys[i], sizeof keys[i], "k%05d", i);
+    dels[i] = (kv_op_t){KV_OP_DEL, {keys[i], 6}, {NULL, 0},
+                        2001 + (uint64_t)i, 2001, 0};
+  }
+  CHECK_INT(kv_ckpt_commit(c, dels, 1900), 0);
+  CHECK_INT(copy_to(c, file), 0);
+  CHECK(file_size(file) * 4 < file_size(path_in(d, "data.mdb")));
+  b = open_ok(file, KV_CKPT_FILE | KV_CKPT_READONLY);
+  expect_same(c, b);
+  kv_ckpt_close(b);
+  kv_ckpt_close(c);
+  free(dels);
+  rmtree(d);
+  free(file);
+  free(d);
+}
+
+KV_TEST(copy_restores_as_dir, "a copy moved as data.mdb into an empty directory opens at its revision, makes lock.mdb and takes commits") {
+  char *base = tmpdir(), *d = strdup(path_in(base, "data"));
+  char *r = strdup(path_in(base, "restored")), ls[256];
+  kv_ckpt_t *c, *b;
+  kv_op_t more = {KV_OP_PUT, {"new", 3}, {"later", 5}, 301, 301, 0};
+  uint64_t n, rev;
+  c = open_ok(d, 0);
+  fill(c, 300, 1);
+  CHECK_INT(mkdir(r, 0700), 0);
+  CHECK_INT(copy_to(c, path_in(r, "data.mdb")), 0);
+  b = open_ok(r, 0);
+  expect_same(c, b);
+  CHECK_STR(listdir(r, ls, sizeof ls), "data.mdb,lock.mdb");
+  CHECK_INT(kv_ckpt_commit(b, &more, 1), 0);
+  kv_ckpt_close(b);
+  b = open_ok(r, KV_CKPT_READONLY);
+  CHECK_INT(kv_ckpt_stat(b, &n, &rev), 0);
+  CHECK_INT(n, 301);
+  CHECK_INT(rev, 301);
+  kv_ckpt_close(b);
+  kv_ckpt_close(c);
+  rmtree(base);
+  free(r);
+  free(d);
+  free(base);
+}
+
+KV_TEST(copy_file_must_exist, "opening a missing data file fails and creates nothing") {
+  char *d = tmpdir(), ls[256], err[256];
+  kv_ckpt_t *c = (kv_ckpt_t *)1;
+  CHECK_INT(kv_ckpt_open(path_in(d, "nope.mdb"), KV_CKPT_FILE, 0, &c, err,
+                         sizeof err),
+            KV_ESTORE);
+  CHECK(c == NULL);
+  CHECK_STR(err, "cannot open: No such file or directory");
+  CHECK_STR(listdir(d, ls, sizeof ls), "");
+  rmtree(d);
+  free(d);
+}
+
 KV_TEST(readonly_fresh_dir_no_tombstones, "a read-only open of a fresh directory reports no tombstones and no changes") {
   char *d = tmpdir();
   kv_ckpt_t *c = open_ok(d, 0);
@@ -1189,4 +1342,31 @@ KV_TEST(pre_tombstone_dir, "a directory written before tombstones existed opens 
   kv_ckpt_close(c);
   rmtree(d);
   free(d);
+}
+
+KV_TEST(copy_full_disk_is_enospace, "a copy onto a full disk fails with KV_ENOSPACE and leaves the source intact") {
+  char *d = tmpdir(), *base = tmpdir(), *file = strdup(path_in(base, "c"));
+  kv_ckpt_t *c = open_ok(d, 0), *b;
+  int err = 0;
+  fill(c, 20000, 1); /* about 3 MB: more than the 1 MiB disk */
+  if (!mount_small_tmpfs(base, &err)) {
+    kv_ckpt_close(c);
+    rmtree(d);
+    rmtree(base);
+    free(file);
+    free(d);
+    free(base);
+    KV_SKIP("cannot mount a tmpfs: %s", strerror(err));
+  }
+  CHECK_INT(copy_to(c, file), KV_ENOSPACE);
+  unmount_small_tmpfs();
+  b = open_ok(d, KV_CKPT_READONLY);
+  expect_same(c, b);
+  kv_ckpt_close(b);
+  kv_ckpt_close(c);
+  rmtree(d);
+  rmtree(base);
+  free(file);
+  free(d);
+  free(base);
 }

@@ -647,3 +647,26 @@ KV_TEST(change_unknown_op, "kv_image_change fails with KV_EINVAL for an op other
     CHECK(out == NULL);
   }
 }
+
+KV_TEST(image_from_fd, "an image of a file's bytes outlives the descriptor and the file's name, and an empty file is refused") {
+  static const char bytes[] = "\x00\x01 any bytes at all \xff";
+  char *d = tmpdir(), *p = path_in(d, "f");
+  int fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  kv_image_t *img = NULL, *ref;
+  CHECK(fd >= 0);
+  CHECK_INT(kv_image_from_fd(fd, 10, 7, &img), KV_EINVAL);
+  CHECK_INT(kv_image_from_fd(fd, 0, 7, &img), KV_EINVAL);
+  CHECK(img == NULL);
+  CHECK_INT(write(fd, bytes, sizeof bytes - 1), sizeof bytes - 1);
+  CHECK_INT(kv_image_from_fd(fd, sizeof bytes - 1, 7, &img), 0);
+  CHECK_INT(close(fd), 0);
+  CHECK_INT(unlink(p), 0);
+  CHECK_MEM(kv_image_data(img), kv_image_len(img), bytes, sizeof bytes - 1);
+  CHECK_INT(kv_image_rev(img), 7);
+  ref = kv_image_ref(img);
+  kv_image_unref(img);
+  CHECK_MEM(kv_image_data(ref), kv_image_len(ref), bytes, sizeof bytes - 1);
+  kv_image_unref(ref);
+  rmtree(d);
+  free(d);
+}

@@ -38,21 +38,21 @@ static int count_lines(const char *text, const char *line) {
   return c;
 }
 
-KV_TEST(last_error_counted, "the last error code, KV_EBADFILTER, is counted and rendered") {
+KV_TEST(last_error_counted, "the last error code, KV_ENOBACKUP, is counted and rendered") {
   kv_metrics_t m;
   kv_metrics_gauges_t g = {0};
   char *text;
   kv_metrics_init(&m);
-  kv_metrics_error(&m, KV_EBADFILTER);
-  kv_metrics_error(&m, KV_EBADFILTER);
+  kv_metrics_error(&m, KV_ENOBACKUP);
+  kv_metrics_error(&m, KV_ENOBACKUP);
   CHECK_INT(m.errors[KV_M_NERRORS - 1], 2);
   text = render(&m, &g);
-  CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"badfilter\"} 2"), 1);
+  CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"nobackup\"} 2"), 1);
   CHECK_INT(count_lines(text, "kvd_errors_total{kind=\"nomem\"} 0"), 0);
   free(text);
 }
 
-KV_TEST(every_error_counted, "every error code from -1 to -45 is counted once under its own kind") {
+KV_TEST(every_error_counted, "every error code from -1 to -46 is counted once under its own kind") {
   kv_metrics_t m;
   kv_metrics_gauges_t g = {0};
   char *text, line[96];
@@ -231,6 +231,24 @@ static const char fixture_text[] =
     "# HELP kvd_image_bytes Size of the newest JSON image.\n"
     "# TYPE kvd_image_bytes gauge\n"
     "kvd_image_bytes 123\n"
+    "# HELP kvd_backup_duration_seconds Time to copy LMDB for one GET "
+    "/_backup.\n"
+    "# TYPE kvd_backup_duration_seconds histogram\n"
+    "kvd_backup_duration_seconds_bucket{le=\"0.01\"} 0\n"
+    "kvd_backup_duration_seconds_bucket{le=\"0.05\"} 0\n"
+    "kvd_backup_duration_seconds_bucket{le=\"0.1\"} 0\n"
+    "kvd_backup_duration_seconds_bucket{le=\"0.25\"} 0\n"
+    "kvd_backup_duration_seconds_bucket{le=\"0.5\"} 0\n"
+    "kvd_backup_duration_seconds_bucket{le=\"1\"} 0\n"
+    "kvd_backup_duration_seconds_bucket{le=\"2.5\"} 1\n"
+    "kvd_backup_duration_seconds_bucket{le=\"5\"} 1\n"
+    "kvd_backup_duration_seconds_bucket{le=\"10\"} 1\n"
+    "kvd_backup_duration_seconds_bucket{le=\"+Inf\"} 1\n"
+    "kvd_backup_duration_seconds_sum 1.5\n"
+    "kvd_backup_duration_seconds_count 1\n"
+    "# HELP kvd_backups_total Backup copies made for GET /_backup.\n"
+    "# TYPE kvd_backups_total counter\n"
+    "kvd_backups_total 1\n"
     "# HELP kvd_open_connections Open client connections.\n"
     "# TYPE kvd_open_connections gauge\n"
     "kvd_open_connections 1\n"
@@ -269,6 +287,8 @@ KV_TEST(render_exact, "a small fixture renders to exactly the expected expositio
   kv_hist_observe(&m.image, 0.02);
   kv_hist_observe(&m.checkpoint, 0.25);
   kv_hist_observe(&m.list, 0.0004);
+  kv_hist_observe(&m.backup, 1.5);
+  m.backups = 1;
   m.image_bytes = 123;
   m.conns_accepted = 5;
   m.conns_refused = 1;

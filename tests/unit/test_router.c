@@ -501,6 +501,51 @@ KV_TEST(token, "with a token a write without it is 401 with a challenge, with it
   close_store();
 }
 
+KV_TEST(backup, "HEAD /_backup waits for its copy and answers its type, length and revision, a write to it is 405, and a token always guards it") {
+  tconn_t t;
+  char want[512];
+#define CHALLENGE_HEAD                                                        \
+  "HTTP/1.1 401 Unauthorized\r\n" HEAD_TEXT "Content-Length: 32\r\n"       \
+  "WWW-Authenticate: Bearer realm=\"kvd\"\r\n\r\n"
+
+  open_store();
+  conn_init(&t);
+  ask(&t, "PUT /a HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n1");
+  ask(&t, "PUT /b HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n2");
+  ask(&t, "HEAD /_backup HTTP/1.1\r\nHost: h\r\n\r\n");
+  CHECK_INT(t.last.status, 200);
+  /* LMDB pages: two meta pages, and the main, meta and data trees. */
+  CHECK(t.last.body >= 5 * 4096 && t.last.body % 4096 == 0);
+  snprintf(want, sizeof want,
+           "HTTP/1.1 200 OK\r\nDate: " DATE "\r\n"
+           "Content-Type: application/octet-stream\r\n"
+           "Content-Length: %zu\r\nKvd-Revision: 2\r\n\r\n",
+           t.last.body);
+  CHECK_STR(t.text, want);
+  CHECK_INT(metrics.backups, 1);
+  CHECK_INT(metrics.backup.count, 1);
+  ASK_IS(ask(&t, "PUT /_backup HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n"
+                    "\r\nx"),
+            "HTTP/1.1 405 Method Not Allowed\r\n" HEAD_TEXT
+            "Content-Length: 19\r\nAllow: GET, HEAD\r\n\r\n"
+            "method not allowed\n");
+  snprintf(cfg.token, sizeof(cfg.token), "s3cret");
+  cfg.token_len = 6;
+  cfg.auth = KV_AUTH_WRITES;
+  ASK_IS(ask(&t, "GET /_backup HTTP/1.1\r\nHost: h\r\n\r\n"),
+         CHALLENGE_HEAD "missing or invalid bearer token\n");
+  ASK_IS(ask(&t, "HEAD /_backup HTTP/1.1\r\nHost: h\r\n\r\n"),
+         CHALLENGE_HEAD);
+  ask(&t, "HEAD /_backup HTTP/1.1\r\nHost: h\r\n"
+          "Authorization: Bearer s3cret\r\n\r\n");
+  CHECK_INT(t.last.status, 200);
+  CHECK_INT(t.resumed, 4);
+  CHECK_INT(store->rev, 2);
+  cfg.token_len = 0;
+  conn_free(&t);
+  close_store();
+}
+
 /* ---- heads that end the connection -------------------------------------- */
 
 KV_TEST(fatal_heads, "a head the router refuses ends the connection: 413 by Content-Length, 400 without Host, 417, 501, 505") {
