@@ -10,11 +10,12 @@ KV_BUILD_DEPS="cmake make gcc pkg-config libuv1-dev node-llhttp libyajl-dev
 #   lmdb-utils (mdb_stat, mdb_load): stale readers, foreign environments
 #   xfsprogs, mount (losetup, mount): the power cut on a loop-mounted XFS
 #   slowhttptest: the slow-client limit test
+#   chromium: a real browser's EventSource on the change feed (test_changes.py)
 #   rpm, cpio, dpkg-dev, debhelper, lintian, systemd, systemd-container,
 #   kmod (modprobe overlay): the packaging tests
 KV_TEST_DEPS="python3 curl clang prometheus strace util-linux lmdb-utils
-  xfsprogs mount slowhttptest rpm cpio dpkg-dev debhelper lintian systemd
-  systemd-container kmod"
+  xfsprogs mount slowhttptest chromium rpm cpio dpkg-dev debhelper lintian
+  systemd systemd-container kmod"
 
 kv_deps() {
   local missing=() p
