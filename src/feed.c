@@ -318,7 +318,9 @@ static int by_rev(const void *a, const void *b) {
 
 /* The log no longer holds the start: send the latest change of each key
  * that changed since, as LMDB (its values and tombstones) has them, in
- * revision order, up to the checkpoint's revision; the log has the rest.
+ * revision order, up to just before the log's first revision; from there
+ * the log has every change, so the feed is exact again (a key changed
+ * since is left to the log's changes).
  * The changes are not reference-counted yet, so sorting them here is
  * safe. */
 static int job_collapsed(kv_job_t *j) {
@@ -327,8 +329,12 @@ static int job_collapsed(kv_job_t *j) {
   int rc = kv_ckpt_snap_open(j->s->ckpt, j->w->key, j->w->klen, &snap);
 
   if (rc != 0) return rc;
+  uint64_t first = kv_revlog_first(j->s->log);
+
   rc = kv_ckpt_snap_rev(snap, &c_rev);
   upto = c_rev < j->to ? c_rev : j->to;
+  if (first && first - 1 < upto) upto = first - 1;
+  if (upto < j->from) upto = j->from - 1; /* the log caught up: nothing */
   if (rc == 0) rc = kv_ckpt_snap_changes(snap, j->from - 1, upto, job_any, j);
   kv_ckpt_snap_close(snap);
   if (rc != 0) return rc;

@@ -863,12 +863,16 @@ int kv_router_tick(const kv_router_t *rt, kv_http_req_t *r,
 int kv_router_stop(const kv_router_t *rt, kv_http_req_t *r,
                    kv_router_answer_t *a, kv_router_wait_t *w,
                    int graceful) {
-  (void)r;
   if (!w->streaming) return 0;
-  if (!graceful || w->feed == KV_FEED_LONGPOLL) {
+  if (!graceful) {
     feed_end(rt, w);
     return 0;
   }
+  /* A long poll answers with what it holds, complete up to where it got. */
+  if (w->feed == KV_FEED_LONGPOLL)
+    return feed_lp_answer(rt, r, a, w,
+                          kv_store_watch_position(rt->store, w->watch),
+                          w->since);
   return feed_finish(rt, a, w);
 }
 
