@@ -60,9 +60,9 @@ int kv_cond_parse(const char *s, size_t len, kv_cond_list_t *out) {
     if (i >= len) break;
     if (out->n == KV_COND_TAGS) return KV_EBADCOND;
     if (parse_tag(s, len, &i, &rev, &num, &weak) != 0) return KV_EBADCOND;
-    out->tags[out->n].rev = rev;
-    out->tags[out->n].num = num;
-    out->tags[out->n].weak = weak;
+    out->rev[out->n] = rev;
+    if (num) out->num |= UINT32_C(1) << out->n;
+    if (weak) out->weak |= UINT32_C(1) << out->n;
     out->n++;
     while (i < len && ows(s[i])) i++;
     if (i < len && s[i] != ',') return KV_EBADCOND;
@@ -73,8 +73,8 @@ int kv_cond_parse(const char *s, size_t len, kv_cond_list_t *out) {
 /* Whether l lists rev: strongly (weak tags never match), or weakly. */
 static int listed(const kv_cond_list_t *l, uint64_t rev, int weak_ok) {
   for (unsigned k = 0; k < l->n; k++)
-    if (l->tags[k].num && l->tags[k].rev == rev &&
-        (weak_ok || !l->tags[k].weak))
+    if ((l->num >> k & 1) && l->rev[k] == rev &&
+        (weak_ok || !(l->weak >> k & 1)))
       return 1;
   return 0;
 }

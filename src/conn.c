@@ -14,6 +14,9 @@
 /* Pipelined answers queued beyond this while a write is in flight pause
  * parsing until the client reads them. */
 #define KV_OUT_HIGH (256 * 1024)
+/* What a change feed's client may send while its feed runs (the next
+ * pipelined request, kept for after a long poll); past it reading stops. */
+#define KV_STREAM_PENDING_MAX (64 * 1024)
 /* How long a closing connection may keep sending before it is cut. */
 #define KV_LINGER_MS 2000
 /* The most one write may copy.  libuv issues one writev per writable
@@ -21,7 +24,7 @@
  * megabytes: sending a large image in one go would stall every other
  * client for milliseconds.  In slices, large bodies interleave. */
 #define KV_WRITE_SLICE (1024 * 1024)
-#define KV_SLICE_BUFS 64
+#define KV_SLICE_BUFS 32
 
 /* IDLE -> HEAD -> BODY -> IDLE, or BODY -> WAIT -> IDLE.  The client's FIN
  * ends a partial request (HEAD or BODY -> IDLE), and anything but WAIT may
@@ -528,7 +531,11 @@ static void conn_feed(kv_conn_t *c, const char *data, size_t len,
       conn_fail(c, kv_http_parse_error(&c->http, e, data, len));
     return;
   }
-  read_stop(c);
+  /* A change feed reads on, to notice its client leave (stream_read). */
+  if (c->state == KV_CONN_WAIT && c->wait.streaming && !c->eof)
+    read_start(c);
+  else
+    read_stop(c);
   pos = llhttp_get_error_pos(&c->http.parser);
   rest = pos != NULL ? (size_t)(data + len - pos) : 0;
   c->pending_len = 0;
@@ -549,6 +556,28 @@ static void conn_feed(kv_conn_t *c, const char *data, size_t len,
     memcpy(c->pending, pos, rest);
   }
   c->pending_len = rest;
+}
+
+/* A change feed reads on while it streams, or a client that went away
+ * would hold its watch until the next change or heartbeat: what arrives
+ * is kept for after the feed, up to a bound. */
+static void stream_read(kv_conn_t *c, const char *data, size_t len) {
+  if (c->pending_len + len > KV_STREAM_PENDING_MAX) {
+    read_stop(c);
+    return;
+  }
+  if (c->pending_len + len > c->pending_cap) {
+    size_t cap = c->pending_len + len;
+    char *p = realloc(c->pending, cap);
+    if (p == NULL) {
+      read_stop(c);
+      return;
+    }
+    c->pending = p;
+    c->pending_cap = cap;
+  }
+  memcpy(c->pending + c->pending_len, data, len);
+  c->pending_len += len;
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -573,6 +602,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   if (c->close_after || c->state == KV_CONN_LINGER) return; /* discard */
+  if (c->state == KV_CONN_WAIT && c->wait.streaming) {
+    stream_read(c, buf->base, (size_t)n);
+    return;
+  }
   conn_feed(c, buf->base, (size_t)n, 0);
   /* The body timeout measures a stall: any bytes are progress. */
   if (c->state == KV_CONN_BODY)

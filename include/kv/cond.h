@@ -13,15 +13,15 @@
 
 #define KV_COND_TAGS 32 /* tags one header may list */
 
+/* Kept with every connection, so packed: tag k is rev[k], a revision when
+ * bit k of num is set (else it matches nothing), weak when bit k of weak
+ * is. */
 typedef struct {
   unsigned present : 1;
   unsigned any : 1; /* "*" */
   uint8_t n;
-  struct {
-    uint64_t rev;
-    uint8_t num;  /* 0: not a revision, matches nothing */
-    uint8_t weak;
-  } tags[KV_COND_TAGS];
+  uint32_t num, weak;
+  uint64_t rev[KV_COND_TAGS];
 } kv_cond_list_t;
 
 typedef struct {
