@@ -103,15 +103,38 @@ static int commit_form(kv_store_t *s) {
   kv_write_t *w;
   int rc;
 
-  if (s->ops_cap < 2 * s->pend_n) {
-    size_t cap = s->pend_n < 32 ? 64 : s->pend_n * 4;
+  if (s->ops_cap < 2 * s->pend_n + s->exp_n) {
+    size_t cap = 2 * (2 * s->pend_n + s->exp_n);
+    if (cap < 64) cap = 64;
     kv_op_t *ops = realloc(s->ops, cap * sizeof(*ops));
     if (!ops) return KV_ENOMEM;
     s->ops = ops;
     s->ops_cap = cap;
   }
-  rc = seen_prepare(s, s->pend_n);
+  rc = seen_prepare(s, s->pend_n + s->exp_n);
   if (rc != 0) return rc;
+  /* The expirer's records first: each one's removal, if it is still its
+   * key's and still expired (not if the clock went back: then it goes
+   * back into the heap). */
+  for (size_t k = 0; k < s->exp_n; k++) {
+    kv_rec_t *r = s->exp_due[k];
+    struct kv_seen *e = seen_slot(s, kv_rec_key(r), r->klen);
+    const kv_rec_t *cur;
+    if (e->key) continue; /* an earlier one of the same key */
+    cur = kv_map_get(s->map, kv_rec_key(r), r->klen);
+    e->key = kv_rec_key(r);
+    e->klen = r->klen;
+    e->exists = cur != NULL;
+    e->rev = cur ? cur->rev : 0;
+    if (cur != r) continue;
+    if (!kv_rec_expired(r, now)) {
+      if (!r->heap) (void)kv_ttl_add(&s->ttl, r);
+      continue;
+    }
+    op_add(s, &i, KV_OP_EXPIRE, e->key, e->klen, ++rev);
+    e->exists = 0;
+    e->rev = 0;
+  }
   for (w = s->pend_head; w; w = w->next) {
     const char *key = w->op == KV_OP_PUT ? kv_rec_key(w->rec) : w->key.ptr;
     size_t klen = w->op == KV_OP_PUT ? w->rec->klen : w->key.len;
@@ -131,13 +154,6 @@ static int commit_form(kv_store_t *s) {
         e->exists = 0;
         e->rev = 0;
       }
-    }
-    if (w->op == KV_OP_EXPIRE) {
-      /* Done if this very look-up wrote the key's removal; otherwise an
-       * earlier write of the batch did, or the record was replaced. */
-      w->existed = 0;
-      w->rev = expired_rev;
-      continue;
     }
     w->existed = e->exists;
     /* The condition sees every write applied before this one, those of
@@ -177,11 +193,19 @@ static int commit_form(kv_store_t *s) {
  * order.  pre is such an error decided by the caller, or 0.  Returns 1 if
  * a batch went in flight. */
 int kv__commit_start(kv_store_t *s, int pre) {
-  if (s->committing || !s->pend_head) return 0;
+  kv_rec_t **t;
+
+  if (s->committing || (!s->pend_head && !s->exp_n)) return 0;
   if (!pre && s->failed) pre = KV_EREADONLY;
   if (!pre) pre = commit_form(s);
   if (pre) s->ops_n = 0;
   s->commit_pre = pre;
+  /* The expired records go in flight with the batch. */
+  t = s->exp_fly;
+  s->exp_fly = s->exp_due;
+  s->exp_fly_n = s->exp_n;
+  s->exp_due = t;
+  s->exp_n = 0;
   s->fly = s->pend_head;
   s->pend_head = NULL;
   s->pend_tail = &s->pend_head;
@@ -192,7 +216,7 @@ int kv__commit_start(kv_store_t *s, int pre) {
   return 1;
 }
 
-void kv__commit_enqueue(kv_store_t *s, kv_write_t *w) {
+void kv_store_submit(kv_store_t *s, kv_write_t *w) {
   w->next = NULL;
   w->rev = 0;
   w->existed = 0;
@@ -200,9 +224,5 @@ void kv__commit_enqueue(kv_store_t *s, kv_write_t *w) {
   *s->pend_tail = w;
   s->pend_tail = &w->next;
   s->pend_n++;
-}
-
-void kv_store_submit(kv_store_t *s, kv_write_t *w) {
-  kv__commit_enqueue(s, w);
   kv__store_schedule(s);
 }

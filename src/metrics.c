@@ -47,6 +47,7 @@ void kv_metrics_init(kv_metrics_t *m) {
   hist_init(&m->image, image_bounds, NELEM(image_bounds));
   hist_init(&m->checkpoint, image_bounds, NELEM(image_bounds));
   hist_init(&m->list, latency_bounds, NELEM(latency_bounds));
+  hist_init(&m->expire_lag, image_bounds, NELEM(image_bounds));
   hist_init(&m->backup, image_bounds, NELEM(image_bounds));
 }
 
@@ -208,6 +209,9 @@ int kv_metrics_render(const kv_metrics_t *m, const kv_metrics_gauges_t *g,
             g->ttl_keys);
   put_gauge(&b, "kvd_expired_total", "counter",
             "Keys removed at their expiry time since start.", g->expired);
+  put_hist(&b, "kvd_expire_lag_seconds",
+           "Per batch of expiries: how long after its expiry time the "
+           "latest removal was written.", &m->expire_lag);
   put_gauge(&b, "kvd_watches", "gauge", "Open change feeds.", g->watches);
   put_hist(&b, "kvd_list_duration_seconds",
            "Time to answer one listing, waiting for a checkpoint included.",

@@ -336,6 +336,7 @@ void kv__store_committed(kv_store_t *s, kv_write_t *batch, int rc) {
     w->rec = NULL;
     w->done(w, rc, rc == 0 && w->existed);
   }
+  kv__expirer_landed(s, rc);
   kv__feed_notify(s);
   if (rc == 0) kv__imager_changed(s);
   kv__store_schedule(s);
@@ -488,7 +489,7 @@ static void spare_done(uv_work_t *req, int uvstatus) {
 /* True once draining and nothing is in flight, pending, unlogged or stale;
  * a checkpoint that cannot be written is left to the log. */
 static int store_idle(kv_store_t *s) {
-  return !s->committing && !s->pend_head && !s->checkpointing &&
+  return !s->committing && !s->pend_head && !s->exp_n && !s->checkpointing &&
          !s->sparing && (s->ckq_n == 0 || s->ckpt_failed || s->ckpt_retry) &&
          kv__imager_idle(s) && kv__lister_idle(s) && kv__feed_idle(s) &&
          kv__backup_idle(s);
@@ -510,7 +511,7 @@ void kv__store_schedule(kv_store_t *s) {
   kv__backup_start(s); /* likewise, and holds checkpoints while it copies */
   if (s->grow_wanted) ckpt_grow(s);
   if (ckpt_due(s)) ckpt_start(s);
-  if (!s->committing && s->pend_head) {
+  if (!s->committing && (s->pend_head || s->exp_n)) {
     if (s->ckq_bytes + s->ck_fly_bytes < KV_LOG_MAX)
       kv__commit_start(s, 0);
     else if (s->ckpt_failed)
@@ -558,6 +559,7 @@ void kv_store_free(kv_store_t *s) {
   free(s->ck_fly);
   free(s->ck_ops);
   kv__feed_free(s);
+  kv__expirer_free(s);
   kv_ttl_free(&s->ttl);
   kv_map_free(s->map);
   kv_revlog_close(s->log);

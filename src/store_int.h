@@ -11,7 +11,8 @@
 void kv__store_schedule(kv_store_t *s);
 void kv__store_committed(kv_store_t *s, kv_write_t *batch, int rc);
 int kv__commit_start(kv_store_t *s, int pre);
-void kv__commit_enqueue(kv_store_t *s, kv_write_t *w);
+void kv__expirer_landed(kv_store_t *s, int rc);
+void kv__expirer_free(kv_store_t *s);
 void kv__expirer_init(kv_store_t *s);
 void kv__expirer_arm(kv_store_t *s);
 void kv__lister_init(kv_store_t *s);

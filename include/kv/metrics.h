@@ -35,6 +35,7 @@ typedef struct {
   kv_hist_t image;       /* image build seconds */
   kv_hist_t checkpoint;  /* checkpoint seconds: LMDB commit and log trim */
   kv_hist_t list;        /* listing seconds, submitted to body built */
+  kv_hist_t expire_lag;  /* per expiry batch: its latest removal's delay */
   kv_hist_t backup;      /* backup copy seconds */
   uint64_t backups;      /* backup copies made */
   uint64_t image_bytes;  /* size of the newest image */

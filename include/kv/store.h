@@ -43,7 +43,7 @@ typedef void (*kv_write_cb)(kv_write_t *w, int status, int existed);
 
 struct kv_write {
   kv_write_t *next;
-  int op;        /* KV_OP_PUT, KV_OP_DEL or KV_OP_EXPIRE (the store's own) */
+  int op;        /* KV_OP_PUT or KV_OP_DEL */
   kv_rec_t *rec; /* PUT: the new record; the store takes this reference */
   kv_slice_t key; /* DEL: the key; must stay valid until done runs */
   kv_write_cb done;
@@ -185,7 +185,10 @@ typedef struct kv_store {
   kv_ttl_t ttl;               /* the map's records that expire, by time */
   uv_timer_t expire_timer;
   uint64_t expire_due;        /* wall ms the timer is set for; 0: unset */
-  size_t expiring;            /* expiry writes submitted, not yet done */
+  kv_rec_t **exp_due;         /* records that expired, for the next batch */
+  kv_rec_t **exp_fly;         /* and those in the batch in flight */
+  size_t exp_n, exp_fly_n;    /* (each referenced) */
+  size_t expiring;            /* exp_n + exp_fly_n */
   uint64_t expire_retry;      /* wall ms before which none is submitted */
   uint64_t expired;           /* expiries applied since start */
 

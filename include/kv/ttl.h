@@ -20,8 +20,15 @@
 /* The wall clock in Unix milliseconds. */
 uint64_t kv_ttl_now(void);
 
+/* Each entry carries its time, so ordering the heap never touches the
+ * records themselves: a million of them are a million cache misses. */
 typedef struct {
-  kv_rec_t **h;
+  uint64_t at;
+  kv_rec_t *rec;
+} kv_ttl_ent_t;
+
+typedef struct {
+  kv_ttl_ent_t *h;
   size_t n, cap;
 } kv_ttl_t;
 
@@ -33,7 +40,7 @@ void kv_ttl_remove(kv_ttl_t *t, kv_rec_t *r);
 
 /* The record that expires first, or NULL. */
 static inline kv_rec_t *kv_ttl_first(const kv_ttl_t *t) {
-  return t->n ? t->h[0] : NULL;
+  return t->n ? t->h[0].rec : NULL;
 }
 
 void kv_ttl_free(kv_ttl_t *t);

@@ -193,6 +193,21 @@ static const char fixture_text[] =
     "# HELP kvd_expired_total Keys removed at their expiry time since start.\n"
     "# TYPE kvd_expired_total counter\n"
     "kvd_expired_total 2\n"
+    "# HELP kvd_expire_lag_seconds Per batch of expiries: how long after its "
+    "expiry time the latest removal was written.\n"
+    "# TYPE kvd_expire_lag_seconds histogram\n"
+    "kvd_expire_lag_seconds_bucket{le=\"0.01\"} 0\n"
+    "kvd_expire_lag_seconds_bucket{le=\"0.05\"} 1\n"
+    "kvd_expire_lag_seconds_bucket{le=\"0.1\"} 1\n"
+    "kvd_expire_lag_seconds_bucket{le=\"0.25\"} 1\n"
+    "kvd_expire_lag_seconds_bucket{le=\"0.5\"} 1\n"
+    "kvd_expire_lag_seconds_bucket{le=\"1\"} 1\n"
+    "kvd_expire_lag_seconds_bucket{le=\"2.5\"} 1\n"
+    "kvd_expire_lag_seconds_bucket{le=\"5\"} 1\n"
+    "kvd_expire_lag_seconds_bucket{le=\"10\"} 1\n"
+    "kvd_expire_lag_seconds_bucket{le=\"+Inf\"} 1\n"
+    "kvd_expire_lag_seconds_sum 0.03\n"
+    "kvd_expire_lag_seconds_count 1\n"
     "# HELP kvd_watches Open change feeds.\n"
     "# TYPE kvd_watches gauge\n"
     "kvd_watches 4\n"
@@ -287,6 +302,7 @@ KV_TEST(render_exact, "a small fixture renders to exactly the expected expositio
   kv_hist_observe(&m.image, 0.02);
   kv_hist_observe(&m.checkpoint, 0.25);
   kv_hist_observe(&m.list, 0.0004);
+  kv_hist_observe(&m.expire_lag, 0.03);
   kv_hist_observe(&m.backup, 1.5);
   m.backups = 1;
   m.image_bytes = 123;

@@ -16,8 +16,9 @@ static kv_rec_t *rec(const char *key, uint64_t expires) {
 /* Checks the heap property and that every record knows its place. */
 static void check_heap(const kv_ttl_t *t) {
   for (size_t i = 0; i < t->n; i++) {
-    CHECK_INT(t->h[i]->heap, i + 1);
-    if (i > 0) CHECK(t->h[(i - 1) / 2]->expires <= t->h[i]->expires);
+    CHECK_INT(t->h[i].rec->heap, i + 1);
+    CHECK_INT(t->h[i].at, t->h[i].rec->expires);
+    if (i > 0) CHECK(t->h[(i - 1) / 2].at <= t->h[i].at);
   }
 }
 
