@@ -785,13 +785,19 @@ static int changes(const kv_router_t *rt, kv_http_req_t *r,
 
   if (!buf) return kv_router_error(rt, r, a, KV_ENOMEM, NULL);
   rc = feed_params(rt, r, w, &o, buf);
+  /* HTTP/1.0 has no chunks: the body ends at the close. */
+  w->chunked = r->http_minor >= 1;
+  snprintf(extra, sizeof extra, "%s%s%s", revs(&h, NO_ETAG, o.since),
+           w->chunked ? "Transfer-Encoding: chunked\r\n" : "",
+           w->feed == KV_FEED_SSE ? "Cache-Control: no-cache\r\n" : "");
   if (rc == 0 && r->method == HTTP_HEAD) {
+    /* The head a stream would have, and no stream. */
     free(buf);
+    if (!w->chunked) a->close = 1;
     return answer_head(a, 200,
                        w->feed == KV_FEED_SSE ? "text/event-stream"
-                       : w->feed == KV_FEED_LONGPOLL ? KV_CT_JSON
-                                                     : "application/x-ndjson",
-                       -1, revs(&h, NO_ETAG, o.since));
+                                              : "application/x-ndjson",
+                       -1, extra);
   }
   if (rc == 0) {
     o.ready = w->watch_ready;
@@ -811,12 +817,6 @@ static int changes(const kv_router_t *rt, kv_http_req_t *r,
     w->deadline += a->now;
     return feed_pump(rt, r, a, w, a->now, 0);
   }
-  /* HTTP/1.0 has no chunks: the body ends at the close. */
-  w->chunked = r->http_minor >= 1;
-  snprintf(extra, sizeof extra, "%s%s%s",
-           revs(&h, NO_ETAG, o.since),
-           w->chunked ? "Transfer-Encoding: chunked\r\n" : "",
-           w->feed == KV_FEED_SSE ? "Cache-Control: no-cache\r\n" : "");
   if (!w->chunked) a->close = 1;
   rc = answer_head(a, 200,
                    w->feed == KV_FEED_SSE ? "text/event-stream"

@@ -96,15 +96,40 @@ static int is_head_of_answer(const char *p, size_t len) {
   return len >= 9 && memcmp(p, "HTTP/1.1 ", 9) == 0;
 }
 
+/* Skips a chunked body at p (rest bytes).  A change feed's stream may be
+ * cut by the client's close: returns the bytes it takes, or rest when the
+ * output ends inside it; aborts on a malformed chunk. */
+static size_t skip_chunked(const char *p, size_t rest) {
+  size_t off = 0;
+
+  /* The answer to HEAD: no body, the next answer follows. */
+  if (is_head_of_answer(p, rest)) return 0;
+  for (;;) {
+    size_t eol = find(p + off, rest - off, "\r\n"), n;
+    char *end;
+    if (eol == (size_t)-1) return rest; /* cut inside a size line */
+    n = strtoull(p + off, &end, 16);
+    if (end != p + off + eol || eol == 0) abort();
+    off += eol + 2;
+    if (n > rest - off) return rest; /* cut inside a chunk */
+    off += n;
+    if (rest - off < 2) return rest;
+    if (memcmp(p + off, "\r\n", 2) != 0) abort();
+    off += 2;
+    if (n == 0) return off;
+  }
+}
+
 /* Checks that out is a sequence of complete HTTP/1.1 responses.  Bodies
- * are framed by Content-Length; 1xx, 204 and answers to HEAD have none. */
+ * are framed by Content-Length; 1xx, 204 and answers to HEAD have none; a
+ * change feed's is chunked, or runs to the close (HTTP/1.0). */
 static void check_output(const char *out, size_t len) {
   size_t off = 0;
 
   while (off < len) {
     const char *p = out + off;
     size_t rest = len - off, end, clen = 0;
-    int status, has_len = 0;
+    int status, has_len = 0, chunked = 0, closes = 0;
     char line[64];
 
     if (rest < 12 || memcmp(p, "HTTP/1.1 ", 9) != 0) abort();
@@ -121,8 +146,20 @@ static void check_output(const char *out, size_t len) {
         clen = strtoull(line, NULL, 10);
         has_len = 1;
       }
+      if (i + 28 <= end &&
+          memcmp(p + i, "\r\nTransfer-Encoding: chunked", 28) == 0)
+        chunked = 1;
+      if (i + 19 <= end && memcmp(p + i, "\r\nConnection: close", 19) == 0)
+        closes = 1;
     }
     off += end + 4;
+    if (chunked && has_len) abort(); /* RFC 9112 6.3: never both */
+    if (chunked) {
+      off += skip_chunked(out + off, len - off);
+      continue;
+    }
+    /* A stream that ends at the close is the last answer. */
+    if (!has_len && closes && status == 200) return;
     if (status < 200 || status == 204) {
       if (has_len) abort(); /* RFC 9110: never with 1xx or 204 */
       continue;
