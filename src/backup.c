@@ -18,13 +18,13 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "kv/error.h"
 #include "kv/log.h"
+#include "kv/thread.h"
 #include "store_int.h"
 
 /* An unnamed file in the data directory, on the disk the data is on:
@@ -54,6 +54,8 @@ static void *backup_thread(void *arg) {
   off_t len = 0;
   int fd = -1, rc;
 
+  /* Reads and writes go on meanwhile, first. */
+  kv_thread_nice(KV_NICE_COPY);
   rc = backup_file(s->dir, &fd);
   if (rc == 0) rc = kv_ckpt_copy(s->ckpt, fd);
   if (rc == 0 && (len = lseek(fd, 0, SEEK_END)) <= 0) rc = KV_EIO;
@@ -85,8 +87,6 @@ static void backup_fail(kv_store_t *s, int rc) {
  * acknowledged writes: better no backup than a stale one), nor when the
  * disk refuses them, which would refuse the copy too. */
 void kv__backup_start(kv_store_t *s) {
-  pthread_attr_t attr;
-  pthread_t tid;
   int rc;
 
   if (s->backing || !s->backups || s->checkpointing || s->grow_wanted)
@@ -112,13 +112,7 @@ void kv__backup_start(kv_store_t *s) {
   s->backup_rev = s->ckpt_rev;
   s->backup_rc = 0;
   s->backup_img = NULL;
-  rc = pthread_attr_init(&attr);
-  if (rc == 0) {
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    rc = pthread_create(&tid, &attr, backup_thread, s);
-    pthread_attr_destroy(&attr);
-  }
-  if (rc != 0) backup_fail(s, KV_ENOMEM);
+  if (kv_thread_start(backup_thread, s) != 0) backup_fail(s, KV_ENOMEM);
 }
 
 /* The copy is done, or failed: answers the waiters it covers, then lets

@@ -13,7 +13,6 @@
  * has: the work per write depends on the lengths watched, not on how
  * many watches there are.
  */
-#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #include "kv/error.h"
 #include "kv/image.h"
 #include "kv/log.h"
+#include "kv/thread.h"
 #include "store_int.h"
 
 /* Catch-up jobs running at once; more wait their turn. */
@@ -348,6 +348,7 @@ static void *job_thread(void *arg) {
   kv_job_t *j = arg;
   struct kv_feed *f = j->s->feed;
 
+  kv_thread_nice(KV_NICE_COPY);
   j->reached = j->from - 1;
   j->rc = kv_revlog_scan(j->s->log, j->from, j->to, job_op, j);
   if (j->rc == KV_ENOTFOUND) j->rc = job_collapsed(j);
@@ -381,9 +382,7 @@ static void jobs_start(kv_store_t *s) {
 
   while (f->running < KV_FEED_JOBS && (w = f->jobq) != NULL) {
     kv_job_t *j = calloc(1, sizeof *j);
-    pthread_attr_t attr;
-    pthread_t tid;
-    int ok = 0;
+    int ok;
 
     if (!j) return; /* tried again at the next take or completion */
     f->jobq = w->rnext;
@@ -392,11 +391,7 @@ static void jobs_start(kv_store_t *s) {
     j->w = w;
     j->from = w->from;
     j->to = w->q_from - 1;
-    if (pthread_attr_init(&attr) == 0) {
-      pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-      ok = pthread_create(&tid, &attr, job_thread, j) == 0;
-      pthread_attr_destroy(&attr);
-    }
+    ok = kv_thread_start(job_thread, j) == 0;
     f->running++;
     if (!ok) {
       j->rc = KV_ENOMEM;

@@ -12,16 +12,13 @@
  * image than exists, a background refresh some time after writes, or the
  * final image at shutdown.  Never once per write.
  */
-#include <pthread.h>
 #include <stdio.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kv/error.h"
 #include "kv/log.h"
+#include "kv/thread.h"
 #include "store_int.h"
 
 #define KV_IMAGE_REFRESH_MIN_MS 1000
@@ -77,9 +74,7 @@ static int build(kv_store_t *s, const char *dir) {
 
 /* The builder's own thread, at the lowest priority: a build is a second
  * or so of CPU at a million keys, and on a busy core it must yield to the
- * listener, not share with it.  A pool thread could not be niced and then
- * restored without CAP_SYS_NICE, so each build gets a short-lived thread.
- * The records are immutable and the listener holds a reference on each
+ * listener, not share with it.  The records are immutable and the listener holds a reference on each
  * until image_done, so reading them here is safe.  Until image_done runs,
  * the fields it reports through (built, build_rc, built_ms, built_file_rc)
  * belong to this thread. */
@@ -88,9 +83,7 @@ static void *image_thread(void *arg) {
   uint64_t t0 = uv_hrtime();
   int rc;
 
-  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) != 0) {
-    /* Only a lower priority is lost; the build goes on. */
-  }
+  kv_thread_nice(KV_NICE_IMAGE);
   if (s->recs)
     qsort(s->recs, s->nrecs, sizeof(*s->recs), kv_rec_cmp);
   rc = build(s, s->dir);
@@ -191,18 +184,6 @@ void kv__imager_changed(kv_store_t *s) {
   uv_timer_start(&s->image_timer, refresh_timer, delay, 0);
 }
 
-static int start_builder(kv_store_t *s) {
-  pthread_attr_t attr;
-  pthread_t tid;
-  int rc;
-
-  if (pthread_attr_init(&attr) != 0) return -1;
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  rc = pthread_create(&tid, &attr, image_thread, s);
-  pthread_attr_destroy(&attr);
-  return rc == 0 ? 0 : -1;
-}
-
 void kv__imager_init(kv_store_t *s) {
   uv_async_init(s->loop, &s->image_async, image_done);
   s->image_async.data = s;
@@ -269,7 +250,7 @@ int kv__imager_start(kv_store_t *s) {
   s->imaging = 1;
   s->built_file_rc = 0;
   s->build_now = kv_ttl_now();
-  if (start_builder(s) != 0) {
+  if (kv_thread_start(image_thread, s) != 0) {
     s->build_rc = KV_ENOMEM;
     uv_async_send(&s->image_async);
   }

@@ -15,12 +15,12 @@
  * in the pool.  At most KV_LIST_THREADS run at once; others wait their
  * turn.
  */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kv/error.h"
 #include "kv/log.h"
+#include "kv/thread.h"
 #include "store_int.h"
 
 #define KV_LIST_THREADS 4
@@ -124,8 +124,6 @@ static void list_release(kv_list_t *l) {
 }
 
 static void list_run(kv_store_t *s, kv_list_t *l, int from_map) {
-  pthread_attr_t attr;
-  pthread_t tid;
   int rc = from_map ? KV_EIO : kv_ckpt_snap_open(s->ckpt, l->prefix, l->plen,
                                                   &l->snap);
 
@@ -138,12 +136,7 @@ static void list_run(kv_store_t *s, kv_list_t *l, int from_map) {
     l->rev = s->rev;
     rc = kv_map_collect(s->map, &l->recs, &l->nrecs);
   }
-  if (rc == 0 && pthread_attr_init(&attr) != 0) rc = KV_ENOMEM;
-  if (rc == 0) {
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&tid, &attr, list_thread, l) != 0) rc = KV_ENOMEM;
-    pthread_attr_destroy(&attr);
-  }
+  if (rc == 0) rc = kv_thread_start(list_thread, l);
   s->listing++; /* until its completion is seen, error or not */
   if (rc != 0) list_fail(s, l, rc);
 }

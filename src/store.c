@@ -19,6 +19,9 @@
 #include "kv/codec.h"
 #include "kv/error.h"
 #include "kv/log.h"
+#include "kv/thread.h"
+
+static void ckpt_done(uv_async_t *h);
 
 /* ---- the map and the expiry heap, which change together ------------------ */
 
@@ -242,6 +245,8 @@ int kv_store_open(uv_loop_t *loop, const kv_config_t *cfg,
   uv_timer_init(loop, &s->image_timer);
   s->image_timer.data = s;
   kv__imager_init(s);
+  uv_async_init(loop, &s->ckpt_async, ckpt_done);
+  s->ckpt_async.data = s;
   kv__expirer_init(s);
   kv__lister_init(s);
   if (kv__feed_init(s) != 0) abort(); /* a few bytes, at start-up */
@@ -344,11 +349,15 @@ void kv__store_committed(kv_store_t *s, kv_write_t *batch, int rc) {
 
 /* ---- checkpoints ----------------------------------------------------------- */
 
-static void ckpt_work(uv_work_t *req) {
-  kv_store_t *s = req->data;
+/* The checkpoint's own thread, below the listener's priority: on a busy
+ * core its LMDB work yields to requests, and the log's bound (KV_LOG_MAX)
+ * holds writes back if it ever falls too far behind. */
+static void *ckpt_thread(void *arg) {
+  kv_store_t *s = arg;
   uint64_t t0 = uv_hrtime();
   int rc;
 
+  kv_thread_nice(KV_NICE_CHECKPOINT);
   kv_ckpt_set_prune(s->ckpt, s->ck_keep,
                     s->ck_now > s->tomb_ms ? s->ck_now - s->tomb_ms : 0,
                     s->ck_now);
@@ -364,12 +373,16 @@ static void ckpt_work(uv_work_t *req) {
                   kv_strerror(rc));
   }
   s->ckpt_ns = uv_hrtime() - t0;
+  uv_async_send(&s->ckpt_async);
+  return NULL;
 }
 
-static void ckpt_done(uv_work_t *req, int uvstatus) {
-  kv_store_t *s = req->data;
-  int rc = uvstatus != 0 ? KV_ESTORE : s->ckpt_rc;
+static void ckpt_done(uv_async_t *h) {
+  kv_store_t *s = h->data;
+  int rc = s->ckpt_rc;
 
+  if (!s->ck_running) return; /* a coalesced or stray wakeup */
+  s->ck_running = 0;
   s->checkpointing = 0;
   if (rc == 0) {
     if (s->ck_fly_n) s->ckpt_rev = s->ck_ops[s->ck_fly_n - 1].rev;
@@ -388,7 +401,7 @@ static void ckpt_done(uv_work_t *req, int uvstatus) {
   } else {
     ckq_requeue(s);
     if (s->metrics) kv_metrics_error(s->metrics, rc);
-    if (rc == KV_ENOSPACE) {
+    if (rc == KV_ENOSPACE || rc == KV_ENOMEM) {
       kv_log_warn("%s: checkpoint: %s; the log keeps the writes, retrying",
                   s->dir, kv_strerror(rc));
       s->ckpt_retry = uv_now(s->loop) + KV_CKPT_RETRY_MS;
@@ -400,6 +413,16 @@ static void ckpt_done(uv_work_t *req, int uvstatus) {
     }
   }
   kv__store_schedule(s);
+}
+
+/* Runs the checkpoint in flight (ck_fly) on its thread; ckpt_done hears
+ * the outcome on the listener. */
+static void ckpt_run(kv_store_t *s) {
+  s->ck_running = 1;
+  if (kv_thread_start(ckpt_thread, s) != 0) {
+    s->ckpt_rc = KV_ENOMEM;
+    uv_async_send(&s->ckpt_async);
+  }
 }
 
 static void ckpt_start(kv_store_t *s) {
@@ -421,8 +444,7 @@ static void ckpt_start(kv_store_t *s) {
   s->checkpointing = 1;
   s->ck_keep = s->rev > s->history ? s->rev - s->history : 0;
   s->ck_now = kv_ttl_now();
-  s->ckpt_work.data = s;
-  uv_queue_work(s->loop, &s->ckpt_work, ckpt_work, ckpt_done);
+  ckpt_run(s);
 }
 
 /* Grows the LMDB map after a checkpoint found it full, and retries.  LMDB
@@ -437,12 +459,13 @@ static void ckpt_grow(kv_store_t *s) {
   rc = kv_ckpt_grow(s->ckpt, &now);
   if (rc == 0) {
     kv_log_info("%s: LMDB map grown to %zu KiB", s->dir, now >> 10);
-    uv_queue_work(s->loop, &s->ckpt_work, ckpt_work, ckpt_done);
+    ckpt_run(s);
     return;
   }
   kv_log_error("%s: cannot grow the LMDB map: %s", s->dir, kv_strerror(rc));
   s->ckpt_rc = KV_ENOSPACE;
-  ckpt_done(&s->ckpt_work, 0);
+  s->ck_running = 1;
+  ckpt_done(&s->ckpt_async);
 }
 
 /* The oldest tombstone is past both the exact history and its retention:
@@ -545,6 +568,7 @@ void kv_store_close(kv_store_t *s) {
   uv_close((uv_handle_t *)&s->image_timer, NULL);
   uv_close((uv_handle_t *)&s->image_async, NULL);
   uv_close((uv_handle_t *)&s->expire_timer, NULL);
+  uv_close((uv_handle_t *)&s->ckpt_async, NULL);
   uv_close((uv_handle_t *)&s->list_async, NULL);
   kv__feed_close(s);
   uv_close((uv_handle_t *)&s->backup_async, NULL);

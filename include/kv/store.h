@@ -155,7 +155,8 @@ typedef struct kv_store {
   int grow_wanted;            /* the checkpoint needs a bigger map */
   uint64_t ckpt_retry;        /* uv_now() before which none is retried */
   uint64_t ckpt_ns;
-  uv_work_t ckpt_work;
+  uv_async_t ckpt_async;      /* the checkpoint thread's "done" */
+  int ck_running;             /* that thread runs: its outcome is unread */
 
   /* image (imager.c) */
   kv_image_t *image;          /* newest generation, or NULL */
