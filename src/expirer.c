@@ -16,7 +16,7 @@
 #include "kv/log.h"
 #include "store_int.h"
 
-#define KV_EXPIRE_SLICE 16384
+#define KV_EXPIRE_SLICE 4096
 /* After a failed batch (the disk is full, writes are disabled), the next
  * try waits this long. */
 #define KV_EXPIRE_RETRY_MS 1000

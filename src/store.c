@@ -358,11 +358,33 @@ static void *ckpt_thread(void *arg) {
   int rc;
 
   kv_thread_nice(KV_NICE_CHECKPOINT);
+  /* The op list is made here, not on the listener: a checkpoint can hold
+   * hundreds of thousands of writes. */
+  if (s->ck_ops_cap < s->ck_fly_n || !s->ck_ops) {
+    size_t cap = s->ck_fly_n ? s->ck_fly_n : 1;
+    kv_op_t *ops = realloc(s->ck_ops, cap * sizeof *ops);
+    if (!ops) {
+      s->ckpt_rc = KV_ENOMEM;
+      s->ckpt_ns = uv_hrtime() - t0;
+      uv_async_send(&s->ckpt_async);
+      return NULL;
+    }
+    s->ck_ops = ops;
+    s->ck_ops_cap = cap;
+  }
+  for (size_t i = 0; i < s->ck_fly_n; i++) s->ck_ops[i] = s->ck_fly[i].op;
   kv_ckpt_set_prune(s->ckpt, s->ck_keep,
                     s->ck_now > s->tomb_ms ? s->ck_now - s->tomb_ms : 0,
                     s->ck_now);
   s->ckpt_rc = kv_ckpt_commit(s->ckpt, s->ck_ops, s->ck_fly_n);
   s->ck_tombs = kv_ckpt_tombs(s->ckpt);
+  /* The deleted keys' copies are no longer needed once LMDB has them;
+   * freeing them here spares the listener.  (Records, whose references
+   * only the listener may drop, stay for ckpt_done.) */
+  for (size_t i = 0; s->ckpt_rc == 0 && i < s->ck_fly_n; i++) {
+    free(s->ck_fly[i].key);
+    s->ck_fly[i].key = NULL;
+  }
   if (s->ckpt_rc == 0 && s->ck_fly_n) {
     /* Only now may the segments the checkpoint covers go, and only those
      * the change feed's exact history does not need. */
@@ -426,14 +448,6 @@ static void ckpt_run(kv_store_t *s) {
 }
 
 static void ckpt_start(kv_store_t *s) {
-  if (s->ck_ops_cap < s->ckq_n || !s->ck_ops) {
-    size_t cap = s->ckq_n ? s->ckq_n : 1;
-    kv_op_t *ops = realloc(s->ck_ops, cap * sizeof *ops);
-    if (!ops) return; /* tried again at the next schedule */
-    s->ck_ops = ops;
-    s->ck_ops_cap = cap;
-  }
-  for (size_t i = 0; i < s->ckq_n; i++) s->ck_ops[i] = s->ckq[i].op;
   s->ck_fly = s->ckq;
   s->ck_fly_n = s->ckq_n;
   s->ck_fly_bytes = s->ckq_bytes;
