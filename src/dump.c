@@ -227,6 +227,23 @@ static int dump_next(void *it, kv_item_t *item) {
   }
 }
 
+/* Opens dir's LMDB environment and its log for reading, never disturbing
+ * a live server.  Says why on stderr and returns non-zero on failure. */
+static int dump_open(const char *dir, kv_ckpt_t **c, kv_revlog_t **log) {
+  char errbuf[256];
+  int err;
+
+  errbuf[0] = '\0';
+  err = kv_ckpt_open(dir, KV_CKPT_READONLY, 0, c, errbuf, sizeof errbuf);
+  if (!err)
+    err = kv_revlog_open(dir, KV_SYNC_NONE, 0, 1, log, errbuf,
+                         sizeof errbuf);
+  if (err)
+    fprintf(stderr, "kvdump: %s: %s\n", dir,
+            errbuf[0] ? errbuf : kv_strerror(err));
+  return err;
+}
+
 /* Dumps the records under prefix: a read-only LMDB snapshot, plus the
  * log's writes past it.  The log's segments are opened first, so one that
  * a checkpoint removes meanwhile is still read, and the snapshot, taken
@@ -242,15 +259,7 @@ static int dump_store(const char *dir, const char *prefix, int format) {
   int err, ret = 1;
 
   errbuf[0] = '\0';
-  err = kv_ckpt_open(dir, KV_CKPT_READONLY, 0, &c, errbuf, sizeof errbuf);
-  if (!err)
-    err = kv_revlog_open(dir, KV_SYNC_NONE, 0, 1, &log, errbuf,
-                         sizeof errbuf);
-  if (err) {
-    fprintf(stderr, "kvdump: %s: %s\n", dir,
-            errbuf[0] ? errbuf : kv_strerror(err));
-    goto out;
-  }
+  if (dump_open(dir, &c, &log) != 0) goto out;
   err = kv_ckpt_snap_open(c, prefix, strlen(prefix), &m.snap);
   if (!err) err = kv_ckpt_snap_rev(m.snap, &ckpt_rev);
   if (err) {
@@ -406,15 +415,7 @@ static int dump_backup(const char *file, const char *dir) {
             "data directory %s\n", file, dir);
     return 1;
   }
-  err = kv_ckpt_open(dir, KV_CKPT_READONLY, 0, &c, errbuf, sizeof errbuf);
-  if (!err)
-    err = kv_revlog_open(dir, KV_SYNC_NONE, 0, 1, &log, errbuf,
-                         sizeof errbuf);
-  if (err) {
-    fprintf(stderr, "kvdump: %s: %s\n", dir,
-            errbuf[0] ? errbuf : kv_strerror(err));
-    goto out;
-  }
+  if (dump_open(dir, &c, &log) != 0) goto out;
   n = snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", file);
   if (n < 0 || (size_t)n >= sizeof tmp) {
     tmp[0] = '\0';

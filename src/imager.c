@@ -37,12 +37,7 @@ static int source_next(kv_store_t *s, kv_item_t *item) {
   if (!s->recs) return kv_ckpt_snap_next(s->snap, item);
   if (s->rec_next == s->nrecs) return 0;
   r = s->recs[s->rec_next++];
-  item->key.ptr = kv_rec_key(r);
-  item->key.len = r->klen;
-  item->val.ptr = kv_rec_value(r);
-  item->val.len = r->vlen;
-  item->rev = r->rev;
-  item->expires = r->expires;
+  kv_rec_item(r, item);
   return 1;
 }
 

@@ -32,12 +32,7 @@ static int source_next(kv_list_t *l, kv_item_t *item) {
   if (!l->recs) return kv_ckpt_snap_next(l->snap, item);
   if (l->rec_next == l->rec_end) return 0;
   r = l->recs[l->rec_next++];
-  item->key.ptr = kv_rec_key(r);
-  item->key.len = r->klen;
-  item->val.ptr = kv_rec_value(r);
-  item->val.len = r->vlen;
-  item->rev = r->rev;
-  item->expires = r->expires;
+  kv_rec_item(r, item);
   return 1;
 }
 

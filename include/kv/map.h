@@ -37,6 +37,16 @@ static inline const char *kv_rec_key(const kv_rec_t *r) { return r->data; }
 static inline const char *kv_rec_value(const kv_rec_t *r) {
   return r->data + r->klen;
 }
+/* r as an item (its slices point into r). */
+static inline void kv_rec_item(const kv_rec_t *r, kv_item_t *item) {
+  item->key.ptr = r->data;
+  item->key.len = r->klen;
+  item->val.ptr = r->data + r->klen;
+  item->val.len = r->vlen;
+  item->rev = r->rev;
+  item->expires = r->expires;
+}
+
 /* True once r's expiry time (Unix ms) is at or before now: from then on
  * the key is gone for every reader, whether or not its removal has been
  * written yet. */
