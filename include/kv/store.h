@@ -10,7 +10,8 @@
  * ever holds durable data, and every acknowledged write is on disk.
  *
  * Logged writes wait in a queue until a checkpoint applies them to LMDB
- * (checkpoint.c) in one synced transaction on a worker, after which the
+ * (checkpoint.c) in one synced transaction on a thread of its own, at a
+ * lower priority than the listener (thread.h), after which the
  * log segments they came from are removed.  The JSON image (imager.c) is
  * rebuilt on a worker thread from an LMDB snapshot once a checkpoint has
  * caught up with what it must show, only when a client asks for a fresher
