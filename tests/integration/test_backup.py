@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import socket
 import struct
 import threading
 import time
@@ -223,6 +224,52 @@ def writer(port, tid, stop, recs, lock, errors):
         errors.append("writer %d: %r" % (tid, e))
 
 
+def feed_recorder(port, changes, want, errors):
+    """Records GET /_changes?since=0 (HTTP/1.0: the body runs to the close)
+    as it streams, until it has seen revision want[0] (set by the main
+    thread once the writers stop), for at most 120 s."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET /_changes?since=0&heartbeat=1 HTTP/1.0\r\n\r\n")
+        buf, head, deadline = b"", None, time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                data = s.recv(65536)
+            except socket.timeout:
+                continue
+            assert data, "the feed ended"
+            buf += data
+            if head is None:
+                if b"\r\n\r\n" not in buf:
+                    continue
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                assert head.startswith(b"HTTP/1.1 200 "), head
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                c = json.loads(line)
+                if c["op"] != "progress":
+                    changes.append(c)
+            if want[0] and changes and changes[-1]["rev"] >= want[0]:
+                break
+        s.close()
+    except BaseException as e:  # reported by the main thread
+        errors.append("feed: %r" % (e,))
+
+
+def feed_state_at(changes, n):
+    """The store after every change of the feed up to revision n, as
+    ndjson() gives a restored directory: key -> (value bytes, rev)."""
+    st = {}
+    for c in changes:
+        if c["rev"] > n:
+            break
+        if c["op"] == "put":
+            st[c["key"]] = (c["value"].encode(), c["rev"])
+        else:
+            st.pop(c["key"], None)
+    return st
+
+
 def state_at(recs, n):
     """The store after every recorded write up to revision n."""
     st = {}
@@ -236,11 +283,14 @@ def state_at(recs, n):
     return st
 
 
-@case("a backup taken while 4 threads write restores to exactly the state at its Kvd-Revision, and so does kvdump --backup", timeout=180)
+@case("a backup taken while 4 threads write restores to exactly the state at its Kvd-Revision, rebuilt both from the acknowledged writes and from a change feed recorded meanwhile, and so does kvdump --backup", timeout=180)
 def under_writes():
     k = Kvd()
     stop, lock = threading.Event(), threading.Lock()
     recs, errors, taken = [], [], []  # taken: (kind, N, acked before, path)
+    changes, want = [], [0]
+    recorder = threading.Thread(target=feed_recorder, args=(k.port, changes, want, errors))
+    recorder.start()
     threads = [threading.Thread(target=writer, args=(k.port, t, stop, recs, lock, errors))
                for t in range(4)]
     for t in threads:
@@ -266,8 +316,11 @@ def under_writes():
         stop.set()
         for t in threads:
             t.join(60)
+        want[0] = max((r[0] for r in recs), default=0) or 1
+        recorder.join(130)
     assert not errors, errors
     revs = sorted(r[0] for r in recs)
+    assert [c["rev"] for c in changes] == revs, "the feed is not every acknowledged write once, in order"
     assert revs == list(range(1, len(revs) + 1)), "revisions with gaps or repeats"
     print("%d writes; backups at %s" % (len(revs), [(t[0], t[1]) for t in taken]))
     for kind, n, before, path in taken:
@@ -280,6 +333,7 @@ def under_writes():
         assert got == want, "%s at %d: %d keys, want %d; differing: %r" % (
             kind, n, len(got), len(want),
             sorted(set(got.items()) ^ set(want.items()))[:6])
+        assert got == feed_state_at(changes, n), "%s at %d differs from the feed's state" % (kind, n)
     assert len({t[1] for t in taken}) > 1, "every backup at the same revision: no writes between?"
     # One restored in full: kvd starts at the backup's revision.
     kind, n, _, path = taken[-1]
