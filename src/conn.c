@@ -74,6 +74,7 @@ struct kv_conn {
 static void conn_flush(kv_conn_t *c);
 static void conn_resume(kv_conn_t *c);
 static void conn_deferred(kv_conn_t *c);
+static void stream_end(kv_conn_t *c);
 static void answer_init(kv_conn_t *c, kv_router_answer_t *a);
 static void conn_feed(kv_conn_t *c, const char *data, size_t len,
                       int from_pending);
@@ -464,6 +465,19 @@ static void conn_after(kv_conn_t *c, kv_router_answer_t *a, int rc) {
   conn_resume(c);
 }
 
+/* Ends a change feed properly (the last chunk, or a long poll's answer)
+ * and closes once everything queued is written. */
+static void stream_end(kv_conn_t *c) {
+  kv_router_answer_t a;
+  int rc;
+
+  answer_init(c, &a);
+  a.close = 1;
+  rc = kv_router_stop(c->env->router, &c->http.req, &a, &c->wait, 1);
+  c->close_after = 1;
+  conn_after(c, &a, rc);
+}
+
 static void conn_deferred(kv_conn_t *c) {
   kv_router_answer_t a;
   int rc;
@@ -591,9 +605,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
       return;
     }
     read_stop(c);
-    /* A change feed's client went away: nothing more to send it. */
+    /* A change feed's client is done sending: the feed ends properly,
+     * after the answers queued before it. */
     if (c->state == KV_CONN_WAIT && c->wait.streaming) {
-      conn_close(c);
+      stream_end(c);
       return;
     }
     if (c->state == KV_CONN_WAIT || c->paused) return; /* on resume */
@@ -810,15 +825,9 @@ void kv_conn_sweep(kv_conn_env_t *env, uint64_t now) {
 
 static void conn_drain(kv_conn_t *c) {
   if (c->closing) return;
+  /* A change feed never ends by itself: end it properly now. */
   if (c->state == KV_CONN_WAIT && c->wait.streaming) {
-    /* A change feed never ends by itself: end it properly now. */
-    kv_router_answer_t a;
-    int rc;
-    answer_init(c, &a);
-    a.close = 1;
-    rc = kv_router_stop(c->env->router, &c->http.req, &a, &c->wait, 1);
-    c->close_after = 1;
-    conn_after(c, &a, rc);
+    stream_end(c);
     return;
   }
   switch (c->state) {

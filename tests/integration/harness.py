@@ -843,3 +843,32 @@ def expect(resp, status, body=None, *, ctype=TEXT, close=False, allow=None,
     elif status == 204 or (status == 201 and not body201):
         assert resp.body == b""
     return resp
+
+
+def metric(k, name, headers=None):
+    """The value of an unlabelled metric in k's /_metrics: an int when it
+    is whole, else a float."""
+    body = k.request("GET", "/_metrics", headers=headers).body.decode()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            v = line.split()[1]
+            return int(v) if v.lstrip("-").isdigit() else float(v)
+    raise AssertionError("no %s in /_metrics" % name)
+
+
+def jstr(s):
+    """s (str or bytes) as a JSON string, escaped as kvd's yajl encoder
+    escapes it: \\" \\\\ \\b \\f \\n \\r \\t, other bytes below 0x20 as \\u00XX
+    with upper-case hex, everything else (DEL, '/', UTF-8) as it is."""
+    short = {0x22: b'\\"', 0x5C: b"\\\\", 0x08: b"\\b", 0x0C: b"\\f", 0x0A: b"\\n",
+             0x0D: b"\\r", 0x09: b"\\t"}
+    out = bytearray(b'"')
+    for c in (s.encode() if isinstance(s, str) else s):
+        if c in short:
+            out += short[c]
+        elif c < 0x20:
+            out += b"\\u%04X" % c
+        else:
+            out.append(c)
+    out += b'"'
+    return bytes(out)

@@ -16,7 +16,7 @@ import struct
 import threading
 import time
 
-from harness import Conn, Kvd, case, check_error_body, expect, kpath, kvdump, mkdtemp, skip
+from harness import Conn, Kvd, case, check_error_body, expect, kpath, kvdump, metric, mkdtemp, skip
 from test_faults import ROOT, StracedKvd, Tmpfs, expect_5xx, need_strace, wait_stderr
 
 CI_STRICT = True
@@ -36,12 +36,6 @@ DATA = {
 }
 
 
-def metric(k, name, headers=None):
-    body = k.request("GET", "/_metrics", headers=headers).body.decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError("no %s in /_metrics" % name)
 
 
 def rev_of(r):

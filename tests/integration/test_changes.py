@@ -17,7 +17,7 @@ import threading
 import time
 
 import harness
-from harness import Conn, Kvd, Response, build_request, case, expect, kpath
+from harness import Conn, Kvd, Response, build_request, case, expect, jstr, kpath, metric
 
 # Resuming the feed after SIGKILL and a restart is a durability test, and
 # the browser test has its tool installed by tools/deps.sh: under CI=true a
@@ -39,22 +39,6 @@ def b(s):
     return s.encode("utf-8") if isinstance(s, str) else s
 
 
-def jstr(s):
-    """s as a JSON string, escaped as GET / escapes it (yajl): \\" \\\\ \\b
-    \\f \\n \\r \\t, other bytes below 0x20 as \\u00XX with upper-case hex,
-    everything else (DEL, '/', UTF-8) as it is."""
-    short = {0x22: b'\\"', 0x5C: b"\\\\", 0x08: b"\\b", 0x0C: b"\\f", 0x0A: b"\\n",
-             0x0D: b"\\r", 0x09: b"\\t"}
-    out = bytearray(b'"')
-    for c in b(s):
-        if c in short:
-            out += short[c]
-        elif c < 0x20:
-            out += b"\\u%04X" % c
-        else:
-            out.append(c)
-    out += b'"'
-    return bytes(out)
 
 
 def put_json(rev, key, value):
@@ -1193,6 +1177,50 @@ def history_gone():
 
 # --------------------------------------------------------------------------
 # SIGTERM
+
+@case("a feed whose client closes or half-closes ends its watch at once, properly, after the answers queued before it are sent in full")
+def client_leaves():
+    k = Kvd()
+    for i in range(3):
+        expect(k.request("PUT", "/p%d" % i, b"v"), 201)
+    # A closed socket: the watch goes within a second, not at a heartbeat.
+    socks = []
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", k.port), timeout=5)
+        s.sendall(b"GET /_changes?key=nobody&heartbeat=0 HTTP/1.1\r\nHost: a\r\n\r\n")
+        socks.append(s)
+    deadline = time.monotonic() + 5
+    while metric(k, "kvd_watches") != 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric(k, "kvd_watches") == 5
+    for s in socks:
+        s.close()
+    deadline = time.monotonic() + 1.0
+    while metric(k, "kvd_watches") != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric(k, "kvd_watches") == 0, "watches of closed clients still open"
+    # Pipelined answers before the feed, then a half-close: every answer
+    # before it arrives whole, then the feed's head and its last chunk.
+    s = socket.create_connection(("127.0.0.1", k.port), timeout=5)
+    s.sendall(b"GET /p0 HTTP/1.1\r\nHost: a\r\n\r\n" * 50 +
+              b"GET /_changes?since=0 HTTP/1.1\r\nHost: a\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    out, deadline = b"", time.monotonic() + 5
+    while time.monotonic() < deadline:
+        x = s.recv(65536)
+        if not x:
+            break
+        out += x
+    s.close()
+    assert out.count(b"HTTP/1.1 200 OK\r\n") == 51, out[-300:]
+    feed = out[out.index(b"application/x-ndjson"):]
+    assert feed.endswith(b"0\r\n\r\n"), feed[-100:]
+    # The client went away before its history was read: what was sent is
+    # a prefix of it, in order (it resumes from the last revision seen).
+    revs = [int(m) for m in re.findall(rb'\{"rev":(\d+),', feed)]
+    assert revs == list(range(1, len(revs) + 1)), revs
+    k.stop_ok()
+
 
 @case("SIGTERM ends every open stream with the last chunk and kvd exits 0 within a few seconds")
 def sigterm_streams():

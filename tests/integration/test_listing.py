@@ -11,7 +11,7 @@ import threading
 import time
 
 import harness
-from harness import Conn, Kvd, build_request, case, expect, kpath, kvdump
+from harness import Conn, Kvd, build_request, case, expect, jstr, kpath, kvdump, metric
 
 JSON = "application/json"
 
@@ -29,22 +29,6 @@ def pct(s):
     return "".join(chr(c) if c in _UNRESERVED else "%%%02X" % c for c in b(s))
 
 
-def jstr(s):
-    """s as a JSON string, escaped the way GET / escapes it (yajl): \\" \\\\
-    \\b \\f \\n \\r \\t, other bytes below 0x20 as \\u00XX with upper-case
-    hex, everything else (DEL, '/', UTF-8) as it is."""
-    short = {0x22: b'\\"', 0x5C: b"\\\\", 0x08: b"\\b", 0x0C: b"\\f", 0x0A: b"\\n",
-             0x0D: b"\\r", 0x09: b"\\t"}
-    out = bytearray(b'"')
-    for c in b(s):
-        if c in short:
-            out += short[c]
-        elif c < 0x20:
-            out += b"\\u%04X" % c
-        else:
-            out.append(c)
-    out += b'"'
-    return bytes(out)
 
 
 def bsorted(keys):
@@ -80,12 +64,6 @@ def fill(k, data):
                 assert r.status in (201, 204), "PUT %r: %s" % (key, r.summary())
 
 
-def metric(k, name):
-    body = k.request("GET", "/_metrics").body.decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError("no %s in /_metrics" % name)
 
 
 def rev_now(k):

@@ -20,7 +20,7 @@ import struct
 import threading
 import time
 
-from harness import Conn, Kvd, case, expect, kpath, kvdump, kvd_run, mkdtemp
+from harness import Conn, Kvd, case, expect, kpath, kvd_run, kvdump, metric, mkdtemp
 
 # The log is kvd's durability: under CI=true a skip here fails.
 CI_STRICT = True
@@ -71,12 +71,6 @@ def parse_segment(path):
     return first, recs, off
 
 
-def metric(k, name):
-    body = k.request("GET", "/_metrics").body.decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return int(line.split()[1])
-    raise AssertionError("no %s in /_metrics" % name)
 
 
 def lmdb_only_revs(data):

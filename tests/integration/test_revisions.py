@@ -7,17 +7,11 @@ import os
 import subprocess
 
 import harness
-from harness import Kvd, case, expect, kvdump, mkdtemp
+from harness import Kvd, case, expect, kvdump, metric, mkdtemp
 
 JSON = "application/json"
 
 
-def metric(k, name):
-    body = k.request("GET", "/_metrics").body.decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return int(line.split()[1])
-    raise AssertionError("no %s in /_metrics" % name)
 
 
 @case("a new store is at revision 0: a missing key and GET / say so, and the empty image's ETag is 0")

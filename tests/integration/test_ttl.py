@@ -9,7 +9,7 @@ import math
 import time
 
 import harness
-from harness import Kvd, build_request, case, expect, kvdump
+from harness import Kvd, build_request, case, expect, kvdump, metric
 
 # Expiry is durable state: the restart cases here are durability tests, so
 # under CI=true a skip fails (see harness.skip).
@@ -25,12 +25,6 @@ BAD_TTLS = ("0", "315360001", "", "1.5", "-1", "abc", "+5", "%2B5", "1e3", "0x10
             "1,5", "99999999999999999999999", "18446744073709551617", "%EF%BC%91", "%FF", "%zz", "%3")
 
 
-def metric(k, name):
-    body = k.request("GET", "/_metrics").body.decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return int(line.split()[1])
-    raise AssertionError("no %s in /_metrics" % name)
 
 
 def store_rev(k):
