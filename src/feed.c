@@ -344,19 +344,23 @@ static int job_collapsed(kv_job_t *j) {
   return 0;
 }
 
-static void *job_thread(void *arg) {
-  kv_job_t *j = arg;
-  struct kv_feed *f = j->s->feed;
-
-  kv_thread_nice(KV_NICE_COPY);
-  j->reached = j->from - 1;
-  j->rc = kv_revlog_scan(j->s->log, j->from, j->to, job_op, j);
-  if (j->rc == KV_ENOTFOUND) j->rc = job_collapsed(j);
+/* Hands a finished (or failed) job to the listener (jobs_done). */
+static void job_hand_back(struct kv_feed *f, kv_job_t *j) {
   uv_mutex_lock(&f->mu);
   j->next = f->done;
   f->done = j;
   uv_mutex_unlock(&f->mu);
   uv_async_send(&f->async);
+}
+
+static void *job_thread(void *arg) {
+  kv_job_t *j = arg;
+
+  kv_thread_nice(KV_NICE_COPY);
+  j->reached = j->from - 1;
+  j->rc = kv_revlog_scan(j->s->log, j->from, j->to, job_op, j);
+  if (j->rc == KV_ENOTFOUND) j->rc = job_collapsed(j);
+  job_hand_back(j->s->feed, j);
   return NULL;
 }
 
@@ -395,11 +399,7 @@ static void jobs_start(kv_store_t *s) {
     f->running++;
     if (!ok) {
       j->rc = KV_ENOMEM;
-      uv_mutex_lock(&f->mu);
-      j->next = f->done;
-      f->done = j;
-      uv_mutex_unlock(&f->mu);
-      uv_async_send(&f->async);
+      job_hand_back(f, j);
     }
   }
 }

@@ -83,30 +83,29 @@ static void sort_recs(kv_list_t *l) {
   l->rec_end = n;
 }
 
+/* Hands l back to the listener (lister_done), from its thread or, on an
+ * error, from the listener itself: never from inside a caller's call. */
+static void list_hand_back(kv_store_t *s, kv_list_t *l) {
+  uv_mutex_lock(&s->list_mu);
+  l->next = s->lists_done;
+  s->lists_done = l;
+  uv_mutex_unlock(&s->list_mu);
+  uv_async_send(&s->list_async);
+}
+
 static void *list_thread(void *arg) {
   kv_list_t *l = arg;
-  kv_store_t *s = l->s;
 
   if (l->recs) sort_recs(l);
   l->status = kv_image_build_as(l->keys ? KV_IMAGE_KEYS : KV_IMAGE_OBJECT,
                                 NULL, l->rev, 0, list_next, l, &l->body);
-  uv_mutex_lock(&s->list_mu);
-  l->next = s->lists_done;
-  s->lists_done = l;
-  uv_mutex_unlock(&s->list_mu);
-  uv_async_send(&s->list_async);
+  list_hand_back(l->s, l);
   return NULL;
 }
 
-/* Hands l back to the listener with an error, never from inside a call of
- * the caller's. */
 static void list_fail(kv_store_t *s, kv_list_t *l, int rc) {
   l->status = rc;
-  uv_mutex_lock(&s->list_mu);
-  l->next = s->lists_done;
-  s->lists_done = l;
-  uv_mutex_unlock(&s->list_mu);
-  uv_async_send(&s->list_async);
+  list_hand_back(s, l);
 }
 
 static void list_release(kv_list_t *l) {

@@ -184,10 +184,12 @@ class Stream:
     def _more(self, deadline):
         c = self.c
         if not self.chunked:
-            try:
-                c._fill(deadline, "more of the stream")
-            except harness.ConnectionClosed:
-                self.ended = self.closed = True
+            # Body bytes may have come with the head: take them first.
+            if not c.buf:
+                try:
+                    c._fill(deadline, "more of the stream")
+                except harness.ConnectionClosed:
+                    self.ended = self.closed = True
             self.body += c.buf
             c.buf.clear()
             return
